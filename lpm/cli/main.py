@@ -1,0 +1,30 @@
+"""The `lpm` command: one entry point, one sub-application per concern.
+
+Each sub-application lives in its own module under `lpm.cli` and only parses arguments, builds
+objects from configs and calls the library.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lpm.cli import convert, data, model
+
+app = typer.Typer(
+    name="lpm",
+    help="LPM 1.0: characters that speak, listen and idle, offline and in real time.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(model.app, name="model")
+app.add_typer(convert.app, name="convert")
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

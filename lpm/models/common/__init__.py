@@ -1,0 +1,1 @@
+"""lpm.models.common."""

@@ -1,0 +1,157 @@
+"""A light streaming decoder: Wan latents → frames with plain convolutions (~0.3M parameters).
+
+Meant to be distilled from the Wan VAE decoder (`distillation_loss`) so that real-time streaming
+on a CPU does not pay for the VAE's 3D-conv cache loop.
+
+Shape legend
+    B  batch
+    C  latent channels (16)
+    F  latent frames
+    h, w  latent height / width
+    T  output frames: T = 4 F (every latent frame expands to 4 frames)
+    H, W  output height / width: 8h, 8w
+
+Pipeline per latent frame: a causal temporal conv (kernel 2 over latent frames: the current
+frame and the previous one) expands channels 4x; the expansion is split into 4 frames; each frame
+runs through a 2D upsampling decoder (three 2x nearest-upsample stages); output is tanh in
+[-1, 1].
+
+Alignment with the Wan VAE: the VAE decodes a clip's first latent frame to 1 frame, not 4. To
+compare with it, drop the first 3 output frames of a stream's first chunk (`trim_to_vae`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["LightDecoder", "LightDecoderConfig", "distillation_loss", "trim_to_vae"]
+
+
+@dataclass(kw_only=True)
+class LightDecoderConfig:
+    """Widths of the light decoder."""
+
+    z_dim: int = 16
+    """Latent channels C."""
+    frame_dim: int = 64
+    """Channels per output frame after the temporal expansion (at latent resolution)."""
+    stage_dims: tuple[int, int, int] = (128, 64, 32)
+    """Channels of the three upsampling stages (at 2x, 4x, 8x the latent resolution)."""
+    temporal_upsample: int = 4
+    """Frames per latent frame (Wan: 4)."""
+    out_channels: int = 3
+    """Output channels (RGB)."""
+
+    def __post_init__(self) -> None:
+        if self.z_dim < 1:
+            raise ValueError(f"z_dim must be >= 1, got {self.z_dim}")
+        if self.frame_dim < 1:
+            raise ValueError(f"frame_dim must be >= 1, got {self.frame_dim}")
+        if len(self.stage_dims) != 3 or min(self.stage_dims) < 1:
+            raise ValueError(f"stage_dims must be 3 positive widths, got {self.stage_dims}")
+        if self.temporal_upsample < 1:
+            raise ValueError(f"temporal_upsample must be >= 1, got {self.temporal_upsample}")
+        if self.out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {self.out_channels}")
+
+
+class _ResBlock2d(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class LightDecoder(nn.Module):
+    """Latents (B, C, F, h, w) → frames (B, 3, 4F, 8h, 8w) in [-1, 1]."""
+
+    def __init__(self, config: LightDecoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or LightDecoderConfig()
+        r = cfg.temporal_upsample
+        # Kernel (2, 3, 3) over (latent time, h, w): causal in time, sees the previous latent.
+        self.time_conv = nn.Conv3d(cfg.z_dim, cfg.frame_dim * r, kernel_size=(2, 3, 3))
+        self.res_in = _ResBlock2d(cfg.frame_dim)
+        stages = []
+        in_dim = cfg.frame_dim
+        for dim in cfg.stage_dims:
+            stages.append(nn.Conv2d(in_dim, dim, 3, padding=1))
+            in_dim = dim
+        self.stages = nn.ModuleList(stages)
+        self.conv_out = nn.Conv2d(in_dim, cfg.out_channels, 3, padding=1)
+
+    def forward(
+        self, latents_bcfhw: torch.Tensor, history_bc1hw: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Decode latents (B, C, F, h, w) to frames (B, 3, 4F, 8h, 8w).
+
+        ``history_bc1hw`` is the latent frame just before this chunk (streaming: pass
+        ``prev_chunk[:, :, -1:]``); None at a stream start, where the first latent frame is
+        repeated instead. Decoding chunks with their history equals decoding the whole clip.
+        """
+        cfg = self.config
+        if latents_bcfhw.ndim != 5 or latents_bcfhw.shape[1] != cfg.z_dim:
+            raise ValueError(
+                f"latents must be (B, {cfg.z_dim}, F, h, w), got {tuple(latents_bcfhw.shape)}"
+            )
+        b, _, f, h, w = latents_bcfhw.shape
+        if history_bc1hw is None:
+            history_bc1hw = latents_bcfhw[:, :, :1]
+        x = torch.cat([history_bc1hw.to(latents_bcfhw), latents_bcfhw], dim=2)
+        x = self.time_conv(F.pad(x, (1, 1, 1, 1, 0, 0), mode="replicate"))  # (B, D*r, F, h, w)
+        r = cfg.temporal_upsample
+        # (B, D*r, F, h, w) → (B*F*r, D, h, w): the r sub-frames become separate images.
+        x = x.view(b, r, cfg.frame_dim, f, h, w).permute(0, 3, 1, 2, 4, 5)
+        x = x.reshape(b * f * r, cfg.frame_dim, h, w)
+        x = self.res_in(x)
+        for conv in self.stages:
+            x = conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest"))
+        x = torch.tanh(self.conv_out(F.silu(x)))  # (B*F*r, 3, 8h, 8w)
+        x = x.view(b, f * r, cfg.out_channels, 8 * h, 8 * w)
+        return x.permute(0, 2, 1, 3, 4).contiguous()
+
+
+def trim_to_vae(frames_b3thw: torch.Tensor, temporal_upsample: int = 4) -> torch.Tensor:
+    """Drop the first (r - 1) frames of a stream's first chunk so T matches 1 + 4 (F - 1)."""
+    return frames_b3thw[:, :, temporal_upsample - 1 :]
+
+
+def _image_gradients(x_bcthw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    dx = x_bcthw[..., :, 1:] - x_bcthw[..., :, :-1]
+    dy = x_bcthw[..., 1:, :] - x_bcthw[..., :-1, :]
+    dt = x_bcthw[:, :, 1:] - x_bcthw[:, :, :-1]
+    return dx, dy, dt
+
+
+def distillation_loss(
+    pred_b3thw: torch.Tensor,
+    target_b3thw: torch.Tensor,
+    *,
+    gradient_weight: float = 0.5,
+    temporal_weight: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """L1 on pixels + L1 on spatial and temporal finite differences (edges and flicker).
+
+    Both inputs are frames (B, 3, T, H, W) in [-1, 1] with equal shapes (trim the student's
+    output with `trim_to_vae` first when the target starts a clip). Returns the scalar loss and
+    a dict of its parts (floats, for logging).
+    """
+    if pred_b3thw.shape != target_b3thw.shape:
+        raise ValueError(
+            f"pred {tuple(pred_b3thw.shape)} and target {tuple(target_b3thw.shape)} differ"
+        )
+    l1 = (pred_b3thw - target_b3thw).abs().mean()
+    pdx, pdy, pdt = _image_gradients(pred_b3thw)
+    tdx, tdy, tdt = _image_gradients(target_b3thw)
+    grad = 0.5 * ((pdx - tdx).abs().mean() + (pdy - tdy).abs().mean())
+    temporal = (pdt - tdt).abs().mean() if pred_b3thw.shape[2] > 1 else l1.new_zeros(())
+    loss = l1 + gradient_weight * grad + temporal_weight * temporal
+    parts = {"l1": l1.item(), "gradient": grad.item(), "temporal": temporal.item()}
+    return loss, parts

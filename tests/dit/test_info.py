@@ -1,0 +1,74 @@
+"""`lpm model info`: parameter counts on the meta device, FLOP formula against real forwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from lpm.config import get_model_config
+from lpm.models.dit.info import ForwardShape, count_parameters, forward_flops, online_chunk_shape
+from lpm.models.dit.model import LPMTransformer, References
+
+
+def counted_flops(fn) -> int:
+    # The math SDPA kernel decomposes into matmuls that FlopCounterMode sees.
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        fn()
+    return fc.get_total_flops()
+
+
+def test_flop_formula_matches_counted_flops_offline_and_streaming():
+    cfg = get_model_config("lpm-nano").replace(num_layers=2, fps=8, sink_chunks=1, window_chunks=1)
+    model = LPMTransformer(cfg).eval()
+    f, h, w, s = 4, 8, 8, 16
+    x = torch.randn(1, 16, f, h, w)
+    text = torch.randn(1, 7, cfg.text_dim)
+    audio = torch.randn(1, 20, cfg.audio_dim)
+    refs = References(torch.randn(1, 16, 2, h, w), (("global", 0), ("body", 1)))
+    offline = ForwardShape(query_tokens=(f + 2) * s, key_tokens=(f + 2) * s, video_frames=f,
+                           ref_frames=2, text_tokens=7, audio_tokens=20, tokens_per_frame=s)
+    got = counted_flops(lambda: model(x, torch.tensor([500.0]), text=text, speak_audio=audio,
+                                      listen_audio=audio, references=refs))
+    assert got == forward_flops(cfg, offline)
+
+    cache = model.new_cache()
+    model.cache_references(refs, cache)
+    chunk = x[:, :, : cfg.latents_per_chunk]
+    for _ in range(3):
+        model(chunk, torch.tensor([0.0]), attention="chunk_causal", kv_cache=cache, cache_write=True)
+    n_chunk = cfg.latents_per_chunk * s
+    step = ForwardShape(query_tokens=n_chunk, key_tokens=2 * s + 2 * n_chunk + n_chunk,
+                        video_frames=cfg.latents_per_chunk, ref_frames=0, text_tokens=7,
+                        audio_tokens=20, tokens_per_frame=s)
+    got = counted_flops(lambda: model(chunk, torch.tensor([500.0]), text=text, speak_audio=audio,
+                                      listen_audio=audio, attention="chunk_causal", kv_cache=cache))
+    assert got == forward_flops(cfg, step)
+
+
+def test_lpm_17b_lands_on_the_design_budget():
+    params = count_parameters(get_model_config("lpm-17b"))
+    assert 16.9e9 <= params <= 17.5e9
+    assert 1.2e9 <= count_parameters(get_model_config("lpm-1.3b")) <= 1.8e9
+    shape = online_chunk_shape(get_model_config("lpm-17b"), 480, 832)
+    assert shape.query_tokens == 6 * (60 // 2) * (104 // 2)
+
+
+def test_model_info_cli_json():
+    out = subprocess.run(
+        [sys.executable, "-m", "lpm.cli.main", "model", "info", "--config", "lpm-17b", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    report = json.loads(out.strip().splitlines()[-1])
+    assert 16.9e9 <= report["params"] <= 17.5e9
+    assert report["tokens_per_chunk_480p"] == 9360
+    assert report["flops_per_chunk_480p"] > 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "lpm.cli.main", "model", "info", "--config", "lpm-9b"],
+        capture_output=True, text=True,
+    )
+    assert bad.returncode != 0 and "unknown model config" in bad.stderr
