@@ -66,7 +66,7 @@ class ModelConfig:
     chunk_seconds: float = 1.0
     """Length of one streaming chunk in seconds (1 s in the paper)."""
     speak_window: tuple[int, int] = (4, 4)
-    """Speak audio seen by a latent frame: (frames before its span, frames after), in video frames."""
+    """Speak audio seen by a latent frame: (frames before its span, after it), in video frames."""
     listen_window: tuple[int, int] = (48, 8)
     """Listen audio seen by a latent frame: (frames before, frames after), in video frames."""
     reference_offsets: dict[str, int] = field(
@@ -165,7 +165,9 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}; known: {sorted(known)}")
+            raise ValueError(
+                f"unknown ModelConfig fields {sorted(unknown)}; known: {sorted(known)}"
+            )
         data = dict(data)
         for key in ("patch_size", "speak_window", "listen_window"):
             if key in data:

@@ -22,7 +22,9 @@ def _human(value: float, unit: str = "") -> str:
 
 @app.command()
 def info(
-    config: str = typer.Option("lpm-nano", help=f"Model config: {', '.join(sorted(MODEL_CONFIGS))}."),
+    config: str = typer.Option(
+        "lpm-nano", help=f"Model config: {', '.join(sorted(MODEL_CONFIGS))}."
+    ),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object on stdout."),
 ) -> None:
     """Parameters (meta-device build), tokens and FLOPs per 1-s chunk, KV-cache bytes."""
@@ -41,7 +43,8 @@ def info(
         table.add_row(f"tokens / latent frame @{label}", f"{report[f'tokens_per_frame_{label}']:,}")
         table.add_row(f"tokens / 1-s chunk @{label}", f"{report[f'tokens_per_chunk_{label}']:,}")
         table.add_row(
-            f"FLOPs / chunk forward @{label}", _human(float(report[f"flops_per_chunk_{label}"]), "FLOP")
+            f"FLOPs / chunk forward @{label}",
+            _human(float(report[f"flops_per_chunk_{label}"]), "FLOP"),
         )
         table.add_row(
             f"FLOPs / online chunk @{label}",

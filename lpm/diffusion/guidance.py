@@ -115,7 +115,9 @@ def drop_conditions(conditions: Conditions, keys: Sequence[str], batch: int) -> 
             device = next((t.device for t in cond.values()), torch.device("cpu"))
             drop = torch.zeros(batch, dtype=torch.bool, device=device)
         elif drop.shape != (batch,):
-            raise ValueError(f"condition {name!r}: drop must have shape ({batch},), got {drop.shape}")
+            raise ValueError(
+                f"condition {name!r}: drop must have shape ({batch},), got {tuple(drop.shape)}"
+            )
         new[DROP_KEY] = drop.bool() | (name in keys)
         out[name] = new
     return out

@@ -169,7 +169,8 @@ def sample_training_sigmas(
         raise ValueError(f"method must be one of {TRAIN_METHODS}, got {method!r}")
     if not 0 <= sigma_min < sigma_max <= 1:
         raise ValueError(
-            f"need 0 <= sigma_min < sigma_max <= 1, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            "need 0 <= sigma_min < sigma_max <= 1, "
+            f"got sigma_min={sigma_min}, sigma_max={sigma_max}"
         )
     if not logit_std > 0:
         raise ValueError(f"logit_std must be > 0, got {logit_std}")

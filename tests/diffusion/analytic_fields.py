@@ -16,9 +16,7 @@ from collections.abc import Sequence
 import torch
 
 
-def mixture_velocity(
-    weights: Sequence[float], means: Sequence[float], stds: Sequence[float]
-):
+def mixture_velocity(weights: Sequence[float], means: Sequence[float], stds: Sequence[float]):
     """Velocity field ``(x, sigma_b) -> v`` of a 1-D Gaussian mixture, applied per coordinate."""
     w = torch.tensor(weights, dtype=torch.float64)
     mu = torch.tensor(means, dtype=torch.float64)

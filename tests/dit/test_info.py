@@ -30,23 +30,55 @@ def test_flop_formula_matches_counted_flops_offline_and_streaming():
     text = torch.randn(1, 7, cfg.text_dim)
     audio = torch.randn(1, 20, cfg.audio_dim)
     refs = References(torch.randn(1, 16, 2, h, w), (("global", 0), ("body", 1)))
-    offline = ForwardShape(query_tokens=(f + 2) * s, key_tokens=(f + 2) * s, video_frames=f,
-                           ref_frames=2, text_tokens=7, audio_tokens=20, tokens_per_frame=s)
-    got = counted_flops(lambda: model(x, torch.tensor([500.0]), text=text, speak_audio=audio,
-                                      listen_audio=audio, references=refs))
+    offline = ForwardShape(
+        query_tokens=(f + 2) * s,
+        key_tokens=(f + 2) * s,
+        video_frames=f,
+        ref_frames=2,
+        text_tokens=7,
+        audio_tokens=20,
+        tokens_per_frame=s,
+    )
+    got = counted_flops(
+        lambda: model(
+            x,
+            torch.tensor([500.0]),
+            text=text,
+            speak_audio=audio,
+            listen_audio=audio,
+            references=refs,
+        )
+    )
     assert got == forward_flops(cfg, offline)
 
     cache = model.new_cache()
     model.cache_references(refs, cache)
     chunk = x[:, :, : cfg.latents_per_chunk]
     for _ in range(3):
-        model(chunk, torch.tensor([0.0]), attention="chunk_causal", kv_cache=cache, cache_write=True)
+        model(
+            chunk, torch.tensor([0.0]), attention="chunk_causal", kv_cache=cache, cache_write=True
+        )
     n_chunk = cfg.latents_per_chunk * s
-    step = ForwardShape(query_tokens=n_chunk, key_tokens=2 * s + 2 * n_chunk + n_chunk,
-                        video_frames=cfg.latents_per_chunk, ref_frames=0, text_tokens=7,
-                        audio_tokens=20, tokens_per_frame=s)
-    got = counted_flops(lambda: model(chunk, torch.tensor([500.0]), text=text, speak_audio=audio,
-                                      listen_audio=audio, attention="chunk_causal", kv_cache=cache))
+    step = ForwardShape(
+        query_tokens=n_chunk,
+        key_tokens=2 * s + 2 * n_chunk + n_chunk,
+        video_frames=cfg.latents_per_chunk,
+        ref_frames=0,
+        text_tokens=7,
+        audio_tokens=20,
+        tokens_per_frame=s,
+    )
+    got = counted_flops(
+        lambda: model(
+            chunk,
+            torch.tensor([500.0]),
+            text=text,
+            speak_audio=audio,
+            listen_audio=audio,
+            attention="chunk_causal",
+            kv_cache=cache,
+        )
+    )
     assert got == forward_flops(cfg, step)
 
 
@@ -61,7 +93,9 @@ def test_lpm_17b_lands_on_the_design_budget():
 def test_model_info_cli_json():
     out = subprocess.run(
         [sys.executable, "-m", "lpm.cli.main", "model", "info", "--config", "lpm-17b", "--json"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert 16.9e9 <= report["params"] <= 17.5e9
@@ -69,6 +103,7 @@ def test_model_info_cli_json():
     assert report["flops_per_chunk_480p"] > 0
     bad = subprocess.run(
         [sys.executable, "-m", "lpm.cli.main", "model", "info", "--config", "lpm-9b"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert bad.returncode != 0 and "unknown model config" in bad.stderr

@@ -17,8 +17,16 @@ B, C, H, W = 2, 16, 4, 4
 
 def tiny_cfg(**changes) -> ModelConfig:
     base = dict(
-        num_layers=2, dim=48, num_heads=2, ffn_dim=64, freq_dim=32, text_dim=16, audio_dim=8,
-        fps=8, sink_chunks=1, window_chunks=1,
+        num_layers=2,
+        dim=48,
+        num_heads=2,
+        ffn_dim=64,
+        freq_dim=32,
+        text_dim=16,
+        audio_dim=8,
+        fps=8,
+        sink_chunks=1,
+        window_chunks=1,
     )
     base.update(changes)
     return get_model_config("lpm-nano").replace(**base)
@@ -56,8 +64,15 @@ def stream(model, cache, x, t, cond, refs):
         sl = slice(c * per, (c + 1) * per)
         offset = -c * cfg.frames_per_chunk
         out.append(
-            model(x[:, :, sl], t[:, sl], attention="chunk_causal", kv_cache=cache,
-                  cache_write=True, audio_offset=offset, **cond)
+            model(
+                x[:, :, sl],
+                t[:, sl],
+                attention="chunk_causal",
+                kv_cache=cache,
+                cache_write=True,
+                audio_offset=offset,
+                **cond,
+            )
         )
     return torch.cat(out, dim=2)
 
@@ -148,11 +163,22 @@ def test_noisy_history_cache_matches_full_forward_on_renoised_history():
         model.cache_references(refs, cache)
         for c in range(2):
             sl = slice(c * per, (c + 1) * per)
-            model.write_history(x[:, :, sl], cache, noise=noise[:, :, sl],
-                                audio_offset=-c * cfg.frames_per_chunk, **cond)
+            model.write_history(
+                x[:, :, sl],
+                cache,
+                noise=noise[:, :, sl],
+                audio_offset=-c * cfg.frames_per_chunk,
+                **cond,
+            )
         t_now = torch.full((B,), 700.0)
-        step = model(x[:, :, 2 * per :], t_now, attention="chunk_causal", kv_cache=cache,
-                     audio_offset=-2 * cfg.frames_per_chunk, **cond)
+        step = model(
+            x[:, :, 2 * per :],
+            t_now,
+            attention="chunk_causal",
+            kv_cache=cache,
+            audio_offset=-2 * cfg.frames_per_chunk,
+            **cond,
+        )
         hist = (1 - s) * x[:, :, : 2 * per] + s * noise[:, :, : 2 * per]
         seq = torch.cat((hist, x[:, :, 2 * per :]), dim=2)
         t_seq = torch.cat((torch.full((B, 2 * per), 1000 * s), torch.full((B, per), 700.0)), dim=1)
@@ -165,8 +191,11 @@ def test_zero_init_audio_is_identity_until_trained():
     cfg = tiny_cfg()
     model = LPMTransformer(cfg)
     x, t, cond, refs = inputs(cfg, chunks=2)
-    other = dict(cond, speak_audio=torch.randn_like(cond["speak_audio"]) * 5,
-                 listen_audio=torch.randn_like(cond["listen_audio"]) * 5)
+    other = dict(
+        cond,
+        speak_audio=torch.randn_like(cond["speak_audio"]) * 5,
+        listen_audio=torch.randn_like(cond["listen_audio"]) * 5,
+    )
     with torch.no_grad():
         a = model(x, t, references=refs, **cond)
         b = model(x, t, references=refs, **other)
@@ -233,7 +262,9 @@ def test_references_any_subset_and_types_are_told_apart():
     # same images, different declared types: RoPE offsets make them differ
     a = model(x, t, references=References(lat[:, :, :2], (("body", 0), ("body", 1))), **cond)
     b = model(x, t, references=References(lat[:, :, :2], (("body", 1), ("body", 0))), **cond)
-    c = model(x, t, references=References(lat[:, :, :2], (("expression", 0), ("expression", 1))), **cond)
+    c = model(
+        x, t, references=References(lat[:, :, :2], (("expression", 0), ("expression", 1))), **cond
+    )
     assert not torch.allclose(a, b, atol=1e-5) and not torch.allclose(a, c, atol=1e-5)
 
 
@@ -246,8 +277,11 @@ def test_references_validate():
         References(torch.zeros(1, C, 2, H, W), (("global", 0),))
     model = LPMTransformer(tiny_cfg())
     with pytest.raises(ValueError, match="resize references"):
-        model(torch.zeros(1, C, 2, H, W), torch.zeros(1),
-              references=References(torch.zeros(1, C, 1, 2 * H, W), (("global", 0),)))
+        model(
+            torch.zeros(1, C, 2, H, W),
+            torch.zeros(1),
+            references=References(torch.zeros(1, C, 1, 2 * H, W), (("global", 0),)),
+        )
 
 
 @torch.no_grad()
@@ -334,5 +368,9 @@ def test_bad_inputs_are_clear():
     with pytest.raises(ValueError, match="per-frame timestep"):
         model(torch.zeros(1, C, 2, H, W), torch.zeros(1, 3))
     with pytest.raises(ValueError, match="chunk_causal"):
-        model(torch.zeros(1, C, 2, H, W), torch.zeros(1), attention="bidirectional",
-              kv_cache=model.new_cache())
+        model(
+            torch.zeros(1, C, 2, H, W),
+            torch.zeros(1),
+            attention="bidirectional",
+            kv_cache=model.new_cache(),
+        )

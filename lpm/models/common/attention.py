@@ -62,9 +62,7 @@ def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor 
         def mask_mod(b, h, q_idx, kv_idx):
             return dense[b, h, q_idx, kv_idx]
 
-        block_mask = create_block_mask(
-            mask_mod, q.shape[0], q.shape[2], n, m, device=str(q.device)
-        )
+        block_mask = create_block_mask(mask_mod, q.shape[0], q.shape[2], n, m, device=str(q.device))
     with warnings.catch_warnings():
         # Eager flex attention warns that it is not compiled; correctness is unaffected.
         warnings.simplefilter("ignore", UserWarning)

@@ -99,7 +99,9 @@ class SelfAttention(nn.Module):
         elif ctx.window is not None:
             out = self._windowed(q, k, v, ctx)
         else:
-            out = attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, ctx.self_mask, ctx.backend)
+            out = attention(
+                apply_rope(q, cos, sin), apply_rope(k, cos, sin), v, ctx.self_mask, ctx.backend
+            )
         return self.o(out.flatten(2))
 
     def _cached(self, q, k, v, ctx: BlockContext, layer: int) -> torch.Tensor:
@@ -120,7 +122,10 @@ class SelfAttention(nn.Module):
         """Chunk-causal attention where each chunk sees what the streaming cache would keep."""
         plan, n_ref, dh = ctx.window, ctx.n_ref_tokens, self.head_dim
         ref_cos, ref_sin = ctx.rope_q[0][:n_ref], ctx.rope_q[1][:n_ref]
-        q_ref, k_ref = apply_rope(q[:, :n_ref], ref_cos, ref_sin), apply_rope(k[:, :n_ref], ref_cos, ref_sin)
+        q_ref, k_ref = (
+            apply_rope(q[:, :n_ref], ref_cos, ref_sin),
+            apply_rope(k[:, :n_ref], ref_cos, ref_sin),
+        )
         outs = [attention(q_ref, k_ref, v[:, :n_ref], None, ctx.backend)] if n_ref else []
         s = ctx.tokens_per_frame
         starts = [n_ref]
@@ -242,7 +247,9 @@ class Head(nn.Module):
         self.proj = nn.Linear(cfg.dim, cfg.out_channels * patch)
         self.modulation = nn.Parameter(torch.randn(1, 1, 2, cfg.dim) / cfg.dim**0.5)
 
-    def forward(self, x: torch.Tensor, temb_bfd: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, temb_bfd: torch.Tensor, tokens_per_frame: int
+    ) -> torch.Tensor:
         """x (B, Nv, D) video tokens; temb (B, Fv, D) per video frame -> (B, Nv, C*prod(patch))."""
         b, n, d = x.shape
         frames = n // tokens_per_frame

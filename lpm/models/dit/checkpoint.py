@@ -103,7 +103,9 @@ class SafetensorsSource:
                 f"({[p.name for p in found]}); expected {expected}"
             )
         if pickles:
-            raise ValueError(f"{path} holds only pickle weights {pickles}. " + _refuse_message(None))
+            raise ValueError(
+                f"{path} holds only pickle weights {pickles}. " + _refuse_message(None)
+            )
         raise FileNotFoundError(f"no weights in {path}: expected {expected}")
 
     @classmethod
@@ -111,7 +113,9 @@ class SafetensorsSource:
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{index} is not a safetensors index (no 'weight_map'): {err}") from None
+            raise ValueError(
+                f"{index} is not a safetensors index (no 'weight_map'): {err}"
+            ) from None
         names = sorted(set(weight_map.values()))
         files = [index.parent / name for name in names]
         for file in files:
@@ -316,9 +320,7 @@ def write_lpm_checkpoint(
     out = Path(directory)
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(cfg.to_json())
-        write_safetensors_shards(
-            tensors, tmp, max_shard_bytes=max_shard_bytes, metadata=metadata
-        )
+        write_safetensors_shards(tensors, tmp, max_shard_bytes=max_shard_bytes, metadata=metadata)
     return out
 
 
@@ -413,4 +415,3 @@ def load_lpm_checkpoint(
 def _few(keys: list[str], n: int = 8) -> str:
     shown = ", ".join(repr(k) for k in keys[:n])
     return f"[{shown}{', ...' if len(keys) > n else ''}]"
-

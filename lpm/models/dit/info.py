@@ -57,8 +57,11 @@ def forward_flops(cfg: ModelConfig, shape: ForwardShape) -> int:
         2 * 4 * d * d * nq  # self-attention q, k, v, o
         + 4 * nq * shape.key_tokens * d  # QK^T and AV
         + 2 * 2 * d * d * nv  # cross-attention q and text o (video tokens only)
-        + 2 * 2 * d * d * lt + 4 * nv * lt * d  # text k, v and attention
-        + 2 * 2 * d * d * la + 2 * d * d * nv + 4 * nv * la * d  # audio k, v, o and attention
+        + 2 * 2 * d * d * lt
+        + 4 * nv * lt * d  # text k, v and attention
+        + 2 * 2 * d * d * la
+        + 2 * d * d * nv
+        + 4 * nv * la * d  # audio k, v, o and attention
         + 2 * 2 * d * f * nq  # FFN
     )
     embed = (
@@ -71,7 +74,9 @@ def forward_flops(cfg: ModelConfig, shape: ForwardShape) -> int:
     return cfg.num_layers * per_layer + embed + head
 
 
-def online_chunk_shape(cfg: ModelConfig, height: int, width: int, ref_images: int = 2) -> ForwardShape:
+def online_chunk_shape(
+    cfg: ModelConfig, height: int, width: int, ref_images: int = 2
+) -> ForwardShape:
     """One streaming step: a chunk attending to refs + a full sink and window."""
     s = cfg.tokens_per_frame(height, width)
     chunk = cfg.tokens_per_chunk(height, width)
@@ -89,10 +94,14 @@ def online_chunk_shape(cfg: ModelConfig, height: int, width: int, ref_images: in
     )
 
 
-def kv_cache_bytes(cfg: ModelConfig, height: int, width: int, ref_images: int = 2, bytes_per=2) -> int:
-    """Bytes of one model's streaming cache (keys + values, all layers) when sink and window are full."""
+def kv_cache_bytes(
+    cfg: ModelConfig, height: int, width: int, ref_images: int = 2, bytes_per=2
+) -> int:
+    """Bytes of one model's full streaming cache: keys + values of refs, sink and window."""
     s = cfg.tokens_per_frame(height, width)
-    tokens = ref_images * s + (cfg.sink_chunks + cfg.window_chunks) * cfg.tokens_per_chunk(height, width)
+    tokens = ref_images * s + (cfg.sink_chunks + cfg.window_chunks) * cfg.tokens_per_chunk(
+        height, width
+    )
     return cfg.num_layers * 2 * tokens * cfg.dim * bytes_per
 
 

@@ -43,14 +43,18 @@ class References:
 
     def __post_init__(self) -> None:
         if self.latents.ndim != 5:
-            raise ValueError(f"reference latents must be (B, C, R, h, w), got {tuple(self.latents.shape)}")
+            raise ValueError(
+                f"reference latents must be (B, C, R, h, w), got {tuple(self.latents.shape)}"
+            )
         if self.latents.shape[2] != len(self.kinds):
             raise ValueError(
                 f"{self.latents.shape[2]} reference frames but {len(self.kinds)} kinds given"
             )
         for kind, sub in self.kinds:
             if kind not in REFERENCE_TYPES:
-                raise ValueError(f"unknown reference type {kind!r}; use one of {list(REFERENCE_TYPES)}")
+                raise ValueError(
+                    f"unknown reference type {kind!r}; use one of {list(REFERENCE_TYPES)}"
+                )
             if not 0 <= sub < REFERENCE_TYPES[kind]:
                 raise ValueError(
                     f"reference {kind!r} subtype {sub} out of range 0..{REFERENCE_TYPES[kind] - 1}"
@@ -63,7 +67,9 @@ class References:
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features (..., dim) of timesteps t (...) in [0, 1000]: [cos, sin] halves."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(
+        -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     args = t.float()[..., None] * freqs
     return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
 
@@ -89,7 +95,9 @@ class LPMTransformer(nn.Module):
         self.head = Head(cfg)
 
     # ---- public API ---------------------------------------------------------------------------
-    def new_cache(self, history: HistoryKind = "clean", history_sigma: float = 0.0) -> StreamingKVCache:
+    def new_cache(
+        self, history: HistoryKind = "clean", history_sigma: float = 0.0
+    ) -> StreamingKVCache:
         """An empty streaming cache with this config's sink and window."""
         return StreamingKVCache(
             num_layers=self.cfg.num_layers,
@@ -105,11 +113,19 @@ class LPMTransformer(nn.Module):
         tokens, positions, grid = self._patchify_refs(references)
         b, n, _ = tokens.shape
         frames = references.latents.shape[2]
-        temb = self.time_embed(timestep_features(torch.zeros(b, frames, device=tokens.device), self.cfg.freq_dim))
+        temb = self.time_embed(
+            timestep_features(torch.zeros(b, frames, device=tokens.device), self.cfg.freq_dim)
+        )
         mod = self.time_proj(nn.functional.silu(temb)).unflatten(2, (6, -1))
         ctx = self._context(
-            n_ref=n, grid=grid, rope_q=rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta),
-            ref_positions=positions, text=None, text_mask=None, audio={}, audio_mask={},
+            n_ref=n,
+            grid=grid,
+            rope_q=rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta),
+            ref_positions=positions,
+            text=None,
+            text_mask=None,
+            audio={},
+            audio_mask={},
         )
         ctx.cache, ctx.cache_write = cache, True
         cache.begin_references(positions, grid)
@@ -141,12 +157,21 @@ class LPMTransformer(nn.Module):
         if sigma > 0:
             if noise is None:
                 noise = torch.randn(
-                    clean_latents.shape, generator=generator, device=clean_latents.device,
+                    clean_latents.shape,
+                    generator=generator,
+                    device=clean_latents.device,
                     dtype=clean_latents.dtype,
                 )
             clean_latents = (1 - sigma) * clean_latents + sigma * noise
         t = torch.full((clean_latents.shape[0],), 1000.0 * sigma, device=clean_latents.device)
-        self(clean_latents, t, attention="chunk_causal", kv_cache=cache, cache_write=True, **conditions)
+        self(
+            clean_latents,
+            t,
+            attention="chunk_causal",
+            kv_cache=cache,
+            cache_write=True,
+            **conditions,
+        )
 
     def forward(
         self,
@@ -193,14 +218,19 @@ class LPMTransformer(nn.Module):
         b, _, f, h, w = x.shape
         pt, ph, pw = cfg.patch_size
         if f % pt or h % ph or w % pw:
-            raise ValueError(f"latent shape {(f, h, w)} must be divisible by patch_size {cfg.patch_size}")
+            raise ValueError(
+                f"latent shape {(f, h, w)} must be divisible by patch_size {cfg.patch_size}"
+            )
         if kv_cache is not None:
             if mode != "chunk_causal":
                 raise ValueError("a KV cache needs attention='chunk_causal'")
             if references is not None:
                 raise ValueError("with a KV cache, pass references once via cache_references()")
             if f > cfg.latents_per_chunk:
-                raise ValueError(f"a cached step takes one chunk (<= {cfg.latents_per_chunk} latent frames), got {f}")
+                raise ValueError(
+                    f"a cached step takes one chunk (<= {cfg.latents_per_chunk} latent frames), "
+                    f"got {f}"
+                )
 
         # 1. patchify + positions
         fp, grid = f // pt, (h // ph, w // pw)
@@ -223,7 +253,9 @@ class LPMTransformer(nn.Module):
         # 2. condition embeddings
         frame_t = self._frame_timesteps(timestep, b, f).to(x.device)
         frame_t = torch.cat((frame_t.new_zeros(b, ref_frames), frame_t), dim=1)
-        temb = self.time_embed(timestep_features(frame_t, cfg.freq_dim).to(self.time_proj.weight.dtype))
+        temb = self.time_embed(
+            timestep_features(frame_t, cfg.freq_dim).to(self.time_proj.weight.dtype)
+        )
         mod = self.time_proj(nn.functional.silu(temb)).unflatten(2, (6, -1))
         text_tokens = self.text_embed(text) if text is not None else None
         audio = {
@@ -239,10 +271,14 @@ class LPMTransformer(nn.Module):
 
         # 3. attention layout
         ctx = self._context(
-            n_ref=n_ref, grid=grid, rope_q=rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta),
-            ref_positions=ref_positions, text=text_tokens,
+            n_ref=n_ref,
+            grid=grid,
+            rope_q=rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta),
+            ref_positions=ref_positions,
+            text=text_tokens,
             text_mask=None if text_mask is None else text_mask.bool()[:, None, None, :],
-            audio=audio, audio_mask=audio_mask,
+            audio=audio,
+            audio_mask=audio_mask,
         )
         ctx.text_keep = None if drop_text is None else (~drop_text.bool()).float().view(b, 1, 1)
         ctx.audio_keep = None if drop_audio is None else (~drop_audio.bool()).float().view(b, 1, 1)
@@ -323,8 +359,19 @@ class LPMTransformer(nn.Module):
 
     def _context(self, *, n_ref, grid, rope_q, ref_positions, text, text_mask, audio, audio_mask):
         return BlockContext(
-            n_ref_tokens=n_ref, tokens_per_frame=grid[0] * grid[1], grid_hw=grid, rope_q=rope_q,
-            self_mask=None, window=None, ref_positions=ref_positions, rope_theta=self.cfg.rope_theta,
-            backend=self.cfg.attention_backend, text=text, text_mask=text_mask, text_keep=None,
-            audio=audio, audio_mask=audio_mask, audio_keep=None,
+            n_ref_tokens=n_ref,
+            tokens_per_frame=grid[0] * grid[1],
+            grid_hw=grid,
+            rope_q=rope_q,
+            self_mask=None,
+            window=None,
+            ref_positions=ref_positions,
+            rope_theta=self.cfg.rope_theta,
+            backend=self.cfg.attention_backend,
+            text=text,
+            text_mask=text_mask,
+            text_keep=None,
+            audio=audio,
+            audio_mask=audio_mask,
+            audio_keep=None,
         )

@@ -262,6 +262,8 @@ class StreamingVAEDecoder:
     def decode_chunk(self, latents_bcfhw: torch.Tensor) -> torch.Tensor:
         """Decode the next normalised latent chunk (B, C, F, h, w) to frames (B, 3, T, 8h, 8w).
 
+        Inference only (runs without gradients).
+
         T = 4F, or 1 + 4 (F - 1) for the stream's first chunk. Values in [-1, 1].
         """
         _check_latents(latents_bcfhw, self.vae.z_dim)
