@@ -374,3 +374,15 @@ def test_bad_inputs_are_clear():
             attention="bidirectional",
             kv_cache=model.new_cache(),
         )
+
+
+@torch.no_grad()
+def test_bf16_model_streams():
+    cfg = tiny_cfg()
+    model = make_model(cfg).to(torch.bfloat16)
+    x, t, cond, refs = inputs(cfg, chunks=2)
+    cond = {k: v.to(torch.bfloat16) for k, v in cond.items()}
+    refs = References(refs.latents.to(torch.bfloat16), refs.kinds)
+    cache = model.new_cache()
+    out = stream(model, cache, x.to(torch.bfloat16), t, cond, refs)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()

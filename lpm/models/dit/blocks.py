@@ -180,7 +180,9 @@ class CrossAttention(nn.Module):
             k = self.norm_k(self.k(ctx.text)).unflatten(2, heads)
             v = self.v(ctx.text).unflatten(2, heads)
             text_out = self.o(attention(q, k, v, ctx.text_mask, ctx.backend).flatten(2))
-            out = out + (text_out if ctx.text_keep is None else text_out * ctx.text_keep)
+            out = out + (
+                text_out if ctx.text_keep is None else text_out * ctx.text_keep.to(x.dtype)
+            )
         audio = ctx.audio.get(self.stream)
         if audio is not None:
             visible, has_any = ctx.audio_mask[self.stream]
@@ -189,9 +191,11 @@ class CrossAttention(nn.Module):
             # Rows with no audio in their window would be all-masked; let them see every key and
             # zero their output instead, so no NaN appears.
             safe = visible | ~has_any.bool()
-            audio_out = attention(q, k, v, safe, ctx.backend).flatten(2) * has_any
+            audio_out = attention(q, k, v, safe, ctx.backend).flatten(2) * has_any.to(q.dtype)
             audio_out = self.audio_o(audio_out)
-            out = out + (audio_out if ctx.audio_keep is None else audio_out * ctx.audio_keep)
+            out = out + (
+                audio_out if ctx.audio_keep is None else audio_out * ctx.audio_keep.to(x.dtype)
+            )
         return out
 
 

@@ -178,11 +178,6 @@ class SafetensorsSource:
         """Read one tensor onto the CPU."""
         return self._handle(self.key_to_file[key]).get_tensor(key)
 
-    def keys_by_file(self) -> Iterator[tuple[Path, list[str]]]:
-        """(file, its keys) for each shard, in shard order."""
-        for file in self.files:
-            yield file, [k for k, f in self.key_to_file.items() if f == file]
-
     def close(self) -> None:
         self._handles.clear()
 

@@ -113,9 +113,8 @@ class LPMTransformer(nn.Module):
         tokens, positions, grid = self._patchify_refs(references)
         b, n, _ = tokens.shape
         frames = references.latents.shape[2]
-        temb = self.time_embed(
-            timestep_features(torch.zeros(b, frames, device=tokens.device), self.cfg.freq_dim)
-        )
+        t_feat = timestep_features(torch.zeros(b, frames, device=tokens.device), self.cfg.freq_dim)
+        temb = self.time_embed(t_feat.to(self.time_proj.weight.dtype))
         mod = self.time_proj(nn.functional.silu(temb)).unflatten(2, (6, -1))
         ctx = self._context(
             n_ref=n,
