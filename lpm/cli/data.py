@@ -2,6 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Build datasets: the Stage world and real footage.", no_args_is_help=True)
+
+
+@app.command("stage")
+def stage(
+    out: Path = typer.Option(..., "--out", help="Output directory (an existing one is resumed)."),
+    clips: int = typer.Option(16, "--clips", help="Number of clips (scenes with --raw)."),
+    seconds: float = typer.Option(5.0, "--seconds", help="Clip length in seconds."),
+    resolution: int = typer.Option(128, "--resolution", help="Frame size in pixels (even)."),
+    seed: int = typer.Option(0, "--seed", help="Dataset seed; the same seed, the same data."),
+    fps: int = typer.Option(24, "--fps", help="Frames per second."),
+    split: str = typer.Option("train", "--split", help="Identity split: train or heldout."),
+    backend: str = typer.Option("auto", "--backend", help="Speech: auto, espeak or formant."),
+    raw: bool = typer.Option(False, "--raw", help="Raw multi-person footage + ground truth."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Render the Stage world: cartoon characters speaking, listening and idling."""
+    from lpm.data.stage.writer import StageDatasetConfig, build_dataset
+
+    try:
+        cfg = StageDatasetConfig(
+            out=out,
+            clips=clips,
+            seconds=seconds,
+            resolution=resolution,
+            seed=seed,
+            fps=fps,
+            split=split,
+            backend=backend,
+            raw=raw,
+        )
+        entries = build_dataset(cfg, progress=progress)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from err
+    typer.echo(f"{len(entries)} {'scenes' if raw else 'clips'} in {out}")

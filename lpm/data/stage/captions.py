@@ -50,19 +50,43 @@ STATE_PHRASES: dict[str, tuple[str, ...]] = {
 }
 
 _COLOUR_NAMES = {
-    "black": (25, 25, 25), "dark brown": (70, 44, 26), "brown": (130, 80, 45),
-    "blond": (225, 195, 120), "red": (200, 50, 40), "grey": (150, 150, 150),
-    "white": (240, 240, 240), "blue": (50, 80, 200), "pink": (230, 100, 160),
-    "green": (70, 170, 80), "purple": (140, 60, 170), "orange": (235, 140, 40),
-    "yellow": (235, 220, 60), "teal": (40, 160, 160), "beige": (220, 200, 160),
-    "navy": (30, 40, 100), "olive": (120, 130, 50), "lavender": (190, 160, 230),
+    "black": (25, 25, 25),
+    "dark brown": (70, 44, 26),
+    "brown": (130, 80, 45),
+    "blond": (225, 195, 120),
+    "sand": (225, 200, 130),
+    "red": (200, 50, 40),
+    "grey": (150, 150, 150),
+    "white": (240, 240, 240),
+    "blue": (50, 80, 200),
+    "pink": (230, 100, 160),
+    "green": (70, 170, 80),
+    "purple": (140, 60, 170),
+    "orange": (235, 140, 40),
+    "yellow": (235, 220, 60),
+    "teal": (40, 160, 160),
+    "beige": (220, 200, 160),
+    "navy": (30, 40, 100),
+    "olive": (120, 130, 50),
+    "lavender": (190, 160, 230),
 }
 
 
-def colour_name(rgb: tuple[int, int, int]) -> str:
-    """Nearest of a small set of colour names."""
+_PATTERN_WORDS = {
+    "plain": "",
+    "stripes": " striped",
+    "dots": " polka-dot",
+    "collar": " collared",
+    "vneck": " v-neck",
+    "two_tone": " two-tone",
+    "checker": " checked",
+}
+
+
+def colour_name(rgb: tuple[int, int, int], hair: bool = False) -> str:
+    """Nearest of a small set of colour names (`blond` only for hair)."""
     c = np.asarray(rgb, float)
-    names = list(_COLOUR_NAMES)
+    names = [k for k in _COLOUR_NAMES if hair or k != "blond"]
     d = [float(np.sum((c - np.asarray(_COLOUR_NAMES[k], float)) ** 2)) for k in names]
     return names[int(np.argmin(d))]
 
@@ -77,22 +101,35 @@ def _skin_word(rgb: tuple[int, int, int]) -> str:
 
 def describe_identity(ch: Character) -> str:
     """One sentence of time-invariant traits (appearance and background)."""
-    hair = ("a bald head" if ch.hair_style == "bald"
-            else f"{colour_name(ch.hair_colour)} {ch.hair_style.replace('_', ' ')} hair")
+    hair = (
+        "a bald head"
+        if ch.hair_style == "bald"
+        else f"{colour_name(ch.hair_colour, hair=True)} {ch.hair_style.replace('_', ' ')} hair"
+    )
     extras = []
     if ch.glasses != "none":
         extras.append(f"{ch.glasses} glasses")
     if ch.hat != "none":
-        extras.append(f"a {colour_name(ch.hat_colour)} {ch.hat}")
+        extras.append(
+            f"{_article(colour_name(ch.hat_colour))} {colour_name(ch.hat_colour)} {ch.hat}"
+        )
     if ch.facial_hair != "none":
         extras.append(f"a {ch.facial_hair}")
     if ch.earrings:
         extras.append("earrings")
-    pattern = "" if ch.clothing_pattern == "plain" else f" {ch.clothing_pattern.replace('_', '-')}"
+    pattern = _PATTERN_WORDS[ch.clothing_pattern]
     extra = (", " + ", ".join(extras)) if extras else ""
-    return (f"A {_skin_word(ch.skin)} cartoon character with {hair}, "
-            f"{colour_name(ch.eye_colour)} eyes{extra}, wearing a {colour_name(ch.clothing)}"
-            f"{pattern} top, in front of a {colour_name(ch.background)} background.")
+    top = f"{colour_name(ch.clothing)}{pattern} top"
+    return (
+        f"A {_skin_word(ch.skin)} cartoon character with {hair}, "
+        f"{colour_name(ch.eye_colour)} eyes{extra}, wearing {_article(top)} {top}, "
+        f"in front of {_article(colour_name(ch.background))} {colour_name(ch.background)} "
+        "background."
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,8 +149,9 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _describe_span(perf: Performance, start: int, stop: int, rng: np.random.Generator,
-                   identity: str) -> tuple[str, str]:
+def _describe_span(
+    perf: Performance, start: int, stop: int, rng: np.random.Generator, identity: str
+) -> tuple[str, str]:
     states = perf.state[start:stop]
     counts = np.bincount(states, minlength=len(STATES))
     order = [STATES[i] for i in np.argsort(-counts) if counts[i] >= 0.2 * (stop - start)]
@@ -122,7 +160,8 @@ def _describe_span(perf: Performance, start: int, stop: int, rng: np.random.Gene
     strong = perf.intensity[start:stop] > 0.35
     expr_ids = perf.expression[start:stop][strong]
     expr = EXPRESSIONS[int(np.bincount(expr_ids).argmax())] if expr_ids.size else "neutral"
-    text = f"{identity} The character {' and then '.join(verbs)} {_pick(rng, EXPRESSION_PHRASES[expr])}."
+    how = _pick(rng, EXPRESSION_PHRASES[expr])
+    text = f"{identity} The character {' and then '.join(verbs)} {how}."
     actions: list[str] = []
     last = 0
     for a in perf.action[start:stop]:
@@ -135,9 +174,14 @@ def _describe_span(perf: Performance, start: int, stop: int, rng: np.random.Gene
     return text, state
 
 
-def dense_captions(ch: Character, perf: Performance, start: int, stop: int,
-                   rng: np.random.Generator,
-                   window: int = DENSE_WINDOW_FRAMES) -> list[CaptionSpan]:
+def dense_captions(
+    ch: Character,
+    perf: Performance,
+    start: int,
+    stop: int,
+    rng: np.random.Generator,
+    window: int = DENSE_WINDOW_FRAMES,
+) -> list[CaptionSpan]:
     """Captions for consecutive `window`-frame spans of session frames [start, stop).
 
     Frame numbers in the result are relative to `start` (clip frames).
@@ -153,8 +197,14 @@ def dense_captions(ch: Character, perf: Performance, start: int, stop: int,
     return out
 
 
-def sentence_captions(ch: Character, perf: Performance, conv: Conversation, start: int,
-                      stop: int, rng: np.random.Generator) -> list[CaptionSpan]:
+def sentence_captions(
+    ch: Character,
+    perf: Performance,
+    conv: Conversation,
+    start: int,
+    stop: int,
+    rng: np.random.Generator,
+) -> list[CaptionSpan]:
     """Captions for sentence-bounded segments of session frames [start, stop).
 
     Segment boundaries are the start and end frames of every sentence (either speaker) inside
@@ -179,6 +229,13 @@ def sentence_captions(ch: Character, perf: Performance, conv: Conversation, star
         if b - a < 2:
             continue
         text, state = _describe_span(perf, a, b, rng, identity)
-        out.append(CaptionSpan(start_frame=a - start, end_frame=b - start, text=text,
-                               state=state, speaker=owner.get(a, -1)))
+        out.append(
+            CaptionSpan(
+                start_frame=a - start,
+                end_frame=b - start,
+                text=text,
+                state=state,
+                speaker=owner.get(a, -1),
+            )
+        )
     return out

@@ -77,9 +77,17 @@ class ClipSpec:
         return int(round(self.seconds * self.fps))
 
 
-def clip_spec_for(dataset_seed: int, index: int, *, seconds: float = 5.0, size: int = 128,
-                  fps: int = DEFAULT_FPS, split: str = "train", backend: str = "auto",
-                  sample_rate: int = DEFAULT_SAMPLE_RATE) -> ClipSpec:
+def clip_spec_for(
+    dataset_seed: int,
+    index: int,
+    *,
+    seconds: float = 5.0,
+    size: int = 128,
+    fps: int = DEFAULT_FPS,
+    split: str = "train",
+    backend: str = "auto",
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+) -> ClipSpec:
     """The spec of clip `index` of a dataset built with `dataset_seed` (deterministic).
 
     Performer and partner identities are drawn from `split`'s seed range.
@@ -92,9 +100,17 @@ def clip_spec_for(dataset_seed: int, index: int, *, seconds: float = 5.0, size: 
     while partner == performer:
         partner = sample_identity(rng, split)
     mode = MODES[int(rng.choice(len(MODES), p=np.asarray(MODE_WEIGHTS)))]
-    return ClipSpec(performer_seed=performer, partner_seed=partner,
-                    seed=int(rng.integers(1 << 31)), seconds=seconds, fps=fps, size=size,
-                    sample_rate=sample_rate, mode=mode, backend=backend)
+    return ClipSpec(
+        performer_seed=performer,
+        partner_seed=partner,
+        seed=int(rng.integers(1 << 31)),
+        seconds=seconds,
+        fps=fps,
+        size=size,
+        sample_rate=sample_rate,
+        mode=mode,
+        backend=backend,
+    )
 
 
 @dataclass(kw_only=True)
@@ -142,8 +158,10 @@ class StageClip:
             "sample_rate": self.spec.sample_rate,
             "speech_backend": self.backend,
             "seconds": self.spec.seconds,
-            "voices": {"performer": asdict(self.performer.voice),
-                       "partner": asdict(self.partner.voice)},
+            "voices": {
+                "performer": asdict(self.performer.voice),
+                "partner": asdict(self.partner.voice),
+            },
             "script": self.script,
             "events": [asdict(e) for e in (self.performance.events if self.performance else [])],
         }
@@ -151,12 +169,14 @@ class StageClip:
 
 def frame_labels(perf: Performance, ch: Character, start: int, stop: int) -> dict[str, list]:
     """Per-frame label arrays for session frames [start, stop) (JSON-ready lists)."""
-    from lpm.data.stage.render import _FACE_TABLE  # the same blend the renderer draws
+    from lpm.data.stage.face import FACE_TABLE  # the same blend the renderer draws
 
     sl = slice(start, stop)
     n = stop - start
-    pitch_bias = (_FACE_TABLE[perf.expression[sl].astype(int), -1] * perf.intensity[sl]
-                  + _FACE_TABLE[perf.prev_expression[sl].astype(int), -1] * perf.prev_intensity[sl])
+    pitch_bias = (
+        FACE_TABLE[perf.expression[sl].astype(int), -1] * perf.intensity[sl]
+        + FACE_TABLE[perf.prev_expression[sl].astype(int), -1] * perf.prev_intensity[sl]
+    )
     view_yaw = {"front": 0.0, "left": -90.0, "right": 90.0, "back": 180.0}[perf.view]
     r = lambda x, d=4: [round(float(v), d) for v in x]
     return {
@@ -181,13 +201,19 @@ def frame_labels(perf: Performance, ch: Character, start: int, stop: int) -> dic
     }
 
 
-def reference_images(ch: Character, perf: Performance, start: int, stop: int, size: int,
-                     rng: np.random.Generator) -> dict[str, np.ndarray]:
+def reference_images(
+    ch: Character, perf: Performance, start: int, stop: int, size: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Global references (2 frames from outside [start, stop)), 4 body views, 8 expressions."""
     refs: dict[str, np.ndarray] = {}
-    outside = [i for i in (int(rng.integers(0, max(1, start))),
-                           int(rng.integers(min(stop, perf.num_frames - 1), perf.num_frames)))
-               if i < start or i >= stop]
+    outside = [
+        i
+        for i in (
+            int(rng.integers(0, max(1, start))),
+            int(rng.integers(min(stop, perf.num_frames - 1), perf.num_frames)),
+        )
+        if i < start or i >= stop
+    ]
     for k, i in enumerate(outside):
         refs[f"global_{k}"] = render_frame(ch, perf.frame_state(i), size)
     for v in VIEWS:
@@ -197,8 +223,9 @@ def reference_images(ch: Character, perf: Performance, start: int, stop: int, si
     return refs
 
 
-def render_clip(spec: ClipSpec, *, references: bool = True,
-                conversation: Conversation | None = None) -> StageClip:
+def render_clip(
+    spec: ClipSpec, *, references: bool = True, conversation: Conversation | None = None
+) -> StageClip:
     """Render one clip entirely in memory (no files).
 
     Args:
@@ -209,28 +236,42 @@ def render_clip(spec: ClipSpec, *, references: bool = True,
     partner = make_character(spec.partner_seed)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0xC11]))
     session_s = spec.seconds + 2 * spec.margin_s
-    conv = conversation or make_conversation(performer, partner, session_s, rng, spec.mode,
-                                             spec.sample_rate, spec.backend)
+    conv = conversation or make_conversation(
+        performer, partner, session_s, rng, spec.mode, spec.sample_rate, spec.backend
+    )
     perf = perform(performer, conv, spec.fps, rng)
     start = int(round(spec.margin_s * spec.fps))
     stop = start + spec.num_frames
-    frames = np.stack([render_frame(performer, perf.frame_state(i), spec.size)
-                       for i in range(start, stop)])
+    frames = np.stack(
+        [render_frame(performer, perf.frame_state(i), spec.size) for i in range(start, stop)]
+    )
     sr = spec.sample_rate
     a0 = int(round(start * sr / spec.fps))
     a1 = int(round(stop * sr / spec.fps))
     speak, listen = conv.track(0)[a0:a1], conv.track(1)[a0:a1]
     t0, t1 = start / spec.fps, stop / spec.fps
-    script = [{**u, "start_s": round(u["start_s"] - t0, 4), "end_s": round(u["end_s"] - t0, 4)}
-              for u in conv.script() if u["end_s"] > t0 and u["start_s"] < t1]
+    script = [
+        {**u, "start_s": round(u["start_s"] - t0, 4), "end_s": round(u["end_s"] - t0, 4)}
+        for u in conv.script()
+        if u["end_s"] > t0 and u["start_s"] < t1
+    ]
     cap_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0xCA9]))
     return StageClip(
-        spec=spec, performer=performer, partner=partner, frames=frames,
+        spec=spec,
+        performer=performer,
+        partner=partner,
+        frames=frames,
         labels=frame_labels(perf, performer, start, stop),
-        speak_audio=speak, listen_audio=listen, mix_audio=np.clip(speak + listen, -1, 1),
+        speak_audio=speak,
+        listen_audio=listen,
+        mix_audio=np.clip(speak + listen, -1, 1),
         dense_captions=dense_captions(performer, perf, start, stop, cap_rng, DENSE_WINDOW_FRAMES),
         sentence_captions=sentence_captions(performer, perf, conv, start, stop, cap_rng),
         references=reference_images(performer, perf, start, stop, spec.size, rng)
-        if references else {},
-        script=script, backend=conv.backend, performance=perf, clip_start_frame=start,
+        if references
+        else {},
+        script=script,
+        backend=conv.backend,
+        performance=perf,
+        clip_start_frame=start,
     )

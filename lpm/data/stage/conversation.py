@@ -14,19 +14,57 @@ from lpm.data.stage.character import Character
 from lpm.data.stage.speech import resolve_backend, synthesize
 
 MODES = ("conversation", "speak", "listen", "idle")
-"""Clip modes: balanced dialogue, mostly the performer talking, mostly the partner, mostly silence."""
+"""Clip modes: balanced dialogue, mostly the performer, mostly the partner, mostly silence."""
 MODE_WEIGHTS = (0.45, 0.2, 0.25, 0.1)
 
 BACKCHANNELS = ("mm-hm", "yeah", "right", "uh-huh", "I see", "okay", "oh really", "wow", "sure")
 
-_SUBJECTS = ("the weather", "my sister", "the new cafe", "that movie", "our project", "the train",
-             "your garden", "the concert", "this book", "the meeting", "my neighbour", "the beach",
-             "the old bridge", "our trip", "the museum", "that song", "the market", "my bike")
-_ADJECTIVES = ("lovely", "strange", "wonderful", "terrible", "quiet", "amazing", "boring",
-               "surprising", "funny", "expensive", "perfect", "exhausting", "beautiful")
+_SUBJECTS = (
+    "the weather",
+    "my sister",
+    "the new cafe",
+    "that movie",
+    "our project",
+    "the train",
+    "your garden",
+    "the concert",
+    "this book",
+    "the meeting",
+    "my neighbour",
+    "the beach",
+    "the old bridge",
+    "our trip",
+    "the museum",
+    "that song",
+    "the market",
+    "my bike",
+)
+_ADJECTIVES = (
+    "lovely",
+    "strange",
+    "wonderful",
+    "terrible",
+    "quiet",
+    "amazing",
+    "boring",
+    "surprising",
+    "funny",
+    "expensive",
+    "perfect",
+    "exhausting",
+    "beautiful",
+)
 _VERBS = ("visit", "try", "finish", "watch", "fix", "plan", "paint", "cook", "read", "call")
-_TIMES = ("tomorrow", "next week", "tonight", "on Sunday", "this summer", "later today",
-          "after lunch", "in the morning")
+_TIMES = (
+    "tomorrow",
+    "next week",
+    "tonight",
+    "on Sunday",
+    "this summer",
+    "later today",
+    "after lunch",
+    "in the morning",
+)
 _TEMPLATES = (
     "I think {s} is {a}.",
     "Did you see {s} {t}?",
@@ -89,7 +127,7 @@ class Conversation:
             if i0 >= n:
                 continue
             seg = u.audio[: n - i0]
-            out[i0: i0 + len(seg)] += seg
+            out[i0 : i0 + len(seg)] += seg
         return out
 
     def mix(self) -> np.ndarray:
@@ -98,8 +136,16 @@ class Conversation:
 
     def script(self) -> list[dict]:
         """JSON-ready list of utterances (no audio)."""
-        return [{"speaker": u.speaker, "start_s": round(u.start_s, 4), "end_s": round(u.end_s, 4),
-                 "text": u.text, "kind": u.kind} for u in self.utterances]
+        return [
+            {
+                "speaker": u.speaker,
+                "start_s": round(u.start_s, 4),
+                "end_s": round(u.end_s, 4),
+                "text": u.text,
+                "kind": u.kind,
+            }
+            for u in self.utterances
+        ]
 
 
 def make_sentence(rng: np.random.Generator) -> str:
@@ -120,20 +166,28 @@ class _Plan:
 
 
 _PLANS = {
-    "conversation": _Plan(p_performer_turn=0.5, max_sentences=(1, 3), p_backchannel=0.45,
-                          p_long_pause=0.1),
-    "speak": _Plan(p_performer_turn=0.85, max_sentences=(2, 4), p_backchannel=0.5,
-                   p_long_pause=0.08),
-    "listen": _Plan(p_performer_turn=0.15, max_sentences=(2, 4), p_backchannel=0.5,
-                    p_long_pause=0.08),
-    "idle": _Plan(p_performer_turn=0.5, max_sentences=(1, 1), p_backchannel=0.1,
-                  p_long_pause=0.9),
+    "conversation": _Plan(
+        p_performer_turn=0.5, max_sentences=(1, 3), p_backchannel=0.45, p_long_pause=0.1
+    ),
+    "speak": _Plan(
+        p_performer_turn=0.85, max_sentences=(2, 4), p_backchannel=0.5, p_long_pause=0.08
+    ),
+    "listen": _Plan(
+        p_performer_turn=0.15, max_sentences=(2, 4), p_backchannel=0.5, p_long_pause=0.08
+    ),
+    "idle": _Plan(p_performer_turn=0.5, max_sentences=(1, 1), p_backchannel=0.1, p_long_pause=0.9),
 }
 
 
-def make_conversation(performer: Character, partner: Character, duration_s: float,
-                      rng: np.random.Generator, mode: str = "conversation",
-                      sample_rate: int = 16_000, backend: str = "auto") -> Conversation:
+def make_conversation(
+    performer: Character,
+    partner: Character,
+    duration_s: float,
+    rng: np.random.Generator,
+    mode: str = "conversation",
+    sample_rate: int = 16_000,
+    backend: str = "auto",
+) -> Conversation:
     """Write and voice a conversation between the performer (speaker 0) and the partner (1).
 
     Turns alternate with gaps of 0.2-1.2 s, sometimes overlapping the previous turn by up to
@@ -154,10 +208,17 @@ def make_conversation(performer: Character, partner: Character, duration_s: floa
     utterances: list[Utterance] = []
 
     def say(speaker: int, start: float, text: str, kind: str) -> Utterance:
-        audio = synthesize(text, voices[speaker], sample_rate, backend,
-                           seed=int(rng.integers(1 << 30)))
-        u = Utterance(speaker=speaker, start_s=start, text=text, kind=kind, audio=audio,
-                      sample_rate=sample_rate)
+        audio = synthesize(
+            text, voices[speaker], sample_rate, backend, seed=int(rng.integers(1 << 30))
+        )
+        u = Utterance(
+            speaker=speaker,
+            start_s=start,
+            text=text,
+            kind=kind,
+            audio=audio,
+            sample_rate=sample_rate,
+        )
         utterances.append(u)
         return u
 
@@ -180,13 +241,23 @@ def make_conversation(performer: Character, partner: Character, duration_s: floa
             t = u.end_s
             if rng.random() < plan.p_backchannel and t < duration_s:
                 bc_start = t + float(rng.uniform(-0.25, 0.35))
-                say(1 - speaker, max(0.0, bc_start), BACKCHANNELS[int(rng.integers(
-                    len(BACKCHANNELS)))], "backchannel")
+                say(
+                    1 - speaker,
+                    max(0.0, bc_start),
+                    BACKCHANNELS[int(rng.integers(len(BACKCHANNELS)))],
+                    "backchannel",
+                )
             t += float(rng.uniform(0.15, 0.45))
         last_speaker = speaker
-        gap = float(rng.uniform(-0.4, -0.1)) if rng.random() < 0.15 else float(
-            rng.uniform(0.2, 1.2))
+        gap = (
+            float(rng.uniform(-0.4, -0.1)) if rng.random() < 0.15 else float(rng.uniform(0.2, 1.2))
+        )
         t = max(t + gap, 0.0)
     utterances.sort(key=lambda u: (u.start_s, u.speaker))
-    return Conversation(utterances=utterances, duration_s=duration_s, sample_rate=sample_rate,
-                        mode=mode, backend=backend)
+    return Conversation(
+        utterances=utterances,
+        duration_s=duration_s,
+        sample_rate=sample_rate,
+        mode=mode,
+        backend=backend,
+    )

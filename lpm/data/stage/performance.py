@@ -26,9 +26,14 @@ RAMP_S = 0.25
 """Action ramp-in and ramp-out time (seconds)."""
 
 _ACTION_DURATION_S = {
-    "nod": (1.0, 1.5), "shake_head": (1.0, 1.6), "turn_left": (1.6, 3.0),
-    "turn_right": (1.6, 3.0), "look_up": (1.2, 2.5), "lean_in": (1.5, 3.0),
-    "raise_eyebrows": (0.8, 1.5), "wave": (1.5, 2.5),
+    "nod": (1.0, 1.5),
+    "shake_head": (1.0, 1.6),
+    "turn_left": (1.6, 3.0),
+    "turn_right": (1.6, 3.0),
+    "look_up": (1.2, 2.5),
+    "lean_in": (1.5, 3.0),
+    "raise_eyebrows": (0.8, 1.5),
+    "wave": (1.5, 2.5),
 }
 _BASE_EXPRESSION_WEIGHTS = (0.3, 0.16, 0.08, 0.08, 0.08, 0.08, 0.08, 0.14)
 
@@ -85,14 +90,24 @@ class Performance:
     def frame_state(self, i: int) -> FrameState:
         """The renderer input of frame `i`."""
         return FrameState(
-            mouth_open=float(self.mouth_open[i]), mouth_round=float(self.mouth_round[i]),
-            yaw=float(self.yaw[i]), pitch=float(self.pitch[i]), roll=float(self.roll[i]),
-            gaze_x=float(self.gaze_x[i]), gaze_y=float(self.gaze_y[i]),
-            brow_raise=float(self.brow_raise[i]), expression=int(self.expression[i]),
-            intensity=float(self.intensity[i]), prev_expression=int(self.prev_expression[i]),
-            prev_intensity=float(self.prev_intensity[i]), blink=float(self.blink[i]),
-            view=self.view, sway_x=float(self.sway_x[i]), sway_y=float(self.sway_y[i]),
-            lean=float(self.lean[i]), wave=float(self.wave[i]),
+            mouth_open=float(self.mouth_open[i]),
+            mouth_round=float(self.mouth_round[i]),
+            yaw=float(self.yaw[i]),
+            pitch=float(self.pitch[i]),
+            roll=float(self.roll[i]),
+            gaze_x=float(self.gaze_x[i]),
+            gaze_y=float(self.gaze_y[i]),
+            brow_raise=float(self.brow_raise[i]),
+            expression=int(self.expression[i]),
+            intensity=float(self.intensity[i]),
+            prev_expression=int(self.prev_expression[i]),
+            prev_intensity=float(self.prev_intensity[i]),
+            blink=float(self.blink[i]),
+            view=self.view,
+            sway_x=float(self.sway_x[i]),
+            sway_y=float(self.sway_y[i]),
+            lean=float(self.lean[i]),
+            wave=float(self.wave[i]),
             wave_phase=float(self.wave_phase[i]),
         )
 
@@ -100,16 +115,18 @@ class Performance:
 # --- audio features per video frame ------------------------------------------------------------
 
 
-def _frame_windows(audio: np.ndarray, sample_rate: int, fps: int, n_frames: int,
-                   width: int) -> np.ndarray:
+def _frame_windows(
+    audio: np.ndarray, sample_rate: int, fps: int, n_frames: int, width: int
+) -> np.ndarray:
     centres = np.round((np.arange(n_frames) + 0.5) * sample_rate / fps).astype(np.int64)
     padded = np.pad(audio.astype(np.float32), (width, width))
     idx = centres[:, None] + np.arange(width)[None, :] + width - width // 2
     return padded[np.clip(idx, 0, len(padded) - 1)]
 
 
-def audio_features(audio: np.ndarray, sample_rate: int, fps: int,
-                   n_frames: int) -> dict[str, np.ndarray]:
+def audio_features(
+    audio: np.ndarray, sample_rate: int, fps: int, n_frames: int
+) -> dict[str, np.ndarray]:
     """Per-frame RMS level (dB full scale), spectral centroid (Hz) and F0 (Hz, 0 if unvoiced).
 
     Frame i is centred at (i + 0.5) / fps seconds; shapes are (n_frames,).
@@ -132,6 +149,22 @@ def audio_features(audio: np.ndarray, sample_rate: int, fps: int,
     return {"db": db, "centroid": centroid, "f0": f0}
 
 
+def lagged_correlation(
+    a: np.ndarray, b: np.ndarray, lag: int, mask: np.ndarray | None = None
+) -> float:
+    """Pearson correlation of a[t] with b[t + lag] over frames t where `mask` (default: all).
+
+    Returns 0.0 when fewer than 5 frames remain or either side is constant.
+    """
+    n = len(a)
+    idx = np.arange(max(0, -lag), min(n, n - lag))
+    if mask is not None:
+        idx = idx[np.asarray(mask, bool)[idx]]
+    if len(idx) < 5 or a[idx].std() == 0 or b[idx + lag].std() == 0:
+        return 0.0
+    return float(np.corrcoef(a[idx], b[idx + lag])[0, 1])
+
+
 def _smooth(x: np.ndarray, frames: float) -> np.ndarray:
     if frames <= 1:
         return x
@@ -145,8 +178,9 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def _ou(rng: np.random.Generator, n: int, fps: int, sigma: np.ndarray | float,
-        theta: float = 0.8) -> np.ndarray:
+def _ou(
+    rng: np.random.Generator, n: int, fps: int, sigma: np.ndarray | float, theta: float = 0.8
+) -> np.ndarray:
     """Ornstein-Uhlenbeck drift with stationary std `sigma` (per frame or scalar)."""
     dt = 1.0 / fps
     sig = np.broadcast_to(np.asarray(sigma, np.float64), (n,))
@@ -170,8 +204,14 @@ def _active(conv: Conversation, speaker: int, times: np.ndarray) -> np.ndarray:
 # --- timelines ---------------------------------------------------------------------------------
 
 
-def _schedule_events(rng: np.random.Generator, conv: Conversation, ch: Character,
-                     duration_s: float, listening: np.ndarray, fps: int) -> list[ActionEvent]:
+def _schedule_events(
+    rng: np.random.Generator,
+    conv: Conversation,
+    ch: Character,
+    duration_s: float,
+    listening: np.ndarray,
+    fps: int,
+) -> list[ActionEvent]:
     events: list[ActionEvent] = []
 
     def free(start: float, dur: float) -> bool:
@@ -185,8 +225,7 @@ def _schedule_events(rng: np.random.Generator, conv: Conversation, ch: Character
         dur = float(rng.uniform(lo, hi))
         start = float(rng.uniform(0.0, max(0.1, duration_s - dur)))
         if free(start, dur):
-            events.append(ActionEvent(action=name, start_s=start, duration_s=dur,
-                                      source="prompt"))
+            events.append(ActionEvent(action=name, start_s=start, duration_s=dur, source="prompt"))
     for u in conv.utterances:
         if u.speaker != 1 or u.kind != "sentence" or rng.random() > ch.nod_tendency:
             continue
@@ -194,14 +233,21 @@ def _schedule_events(rng: np.random.Generator, conv: Conversation, ch: Character
         frame = int(start * fps)
         dur = float(rng.uniform(0.8, 1.2))
         if 0 <= frame < len(listening) and start + dur < duration_s and free(start, dur):
-            events.append(ActionEvent(action="nod", start_s=start, duration_s=dur,
-                                      source="reaction"))
+            events.append(
+                ActionEvent(action="nod", start_s=start, duration_s=dur, source="reaction")
+            )
     events.sort(key=lambda e: e.start_s)
     return events
 
 
-def _expression_targets(rng: np.random.Generator, conv: Conversation, n: int, fps: int,
-                        listening: np.ndarray, partner_db: np.ndarray):
+def _expression_targets(
+    rng: np.random.Generator,
+    conv: Conversation,
+    n: int,
+    fps: int,
+    listening: np.ndarray,
+    partner_db: np.ndarray,
+):
     base = int(rng.choice(len(EXPRESSIONS), p=np.asarray(_BASE_EXPRESSION_WEIGHTS)))
     base_i = float(rng.uniform(0.5, 1.0))
     target_e = np.full(n, base, np.int64)
@@ -211,8 +257,8 @@ def _expression_targets(rng: np.random.Generator, conv: Conversation, n: int, fp
         e = int(rng.integers(len(EXPRESSIONS)))
         start = int(rng.integers(0, n))
         length = int(rng.uniform(2.0, 5.0) * fps)
-        target_e[start:start + length] = e
-        target_i[start:start + length] = float(rng.uniform(0.6, 1.0))
+        target_e[start : start + length] = e
+        target_i[start : start + length] = float(rng.uniform(0.6, 1.0))
     # listening reactions to the partner's prosodic peaks (delayed, not every time)
     level = _smooth(partner_db, 0.3 * fps)
     speaking = partner_db > -45
@@ -227,11 +273,14 @@ def _expression_targets(rng: np.random.Generator, conv: Conversation, n: int, fp
             start = i + int(rng.uniform(0.3, 0.9) * fps)
             if start >= n or not listening[start]:
                 continue
-            e = EXPRESSIONS.index("happy") if rng.random() < 0.65 else EXPRESSIONS.index(
-                "surprised")
+            e = (
+                EXPRESSIONS.index("happy")
+                if rng.random() < 0.65
+                else EXPRESSIONS.index("surprised")
+            )
             length = int(rng.uniform(1.0, 2.5) * fps)
-            target_e[start:start + length] = e
-            target_i[start:start + length] = float(rng.uniform(0.5, 1.0))
+            target_e[start : start + length] = e
+            target_i[start : start + length] = float(rng.uniform(0.5, 1.0))
     return target_e, target_i
 
 
@@ -253,8 +302,9 @@ def _crossfade(target_e: np.ndarray, target_i: np.ndarray, fps: int):
     return expr, inten, prev, prev_i
 
 
-def _apply_events(p: dict[str, np.ndarray], events: list[ActionEvent], times: np.ndarray,
-                  rng: np.random.Generator) -> np.ndarray:
+def _apply_events(
+    p: dict[str, np.ndarray], events: list[ActionEvent], times: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     action = np.zeros(len(times), np.int8)
     for e in events:
         tau = times - e.start_s
@@ -296,8 +346,9 @@ def _blinks(rng: np.random.Generator, ch: Character, times: np.ndarray) -> np.nd
     return np.clip(blink * 1.1, 0.0, 1.0)
 
 
-def perform(ch: Character, conv: Conversation, fps: int, rng: np.random.Generator,
-            view: str = "front") -> Performance:
+def perform(
+    ch: Character, conv: Conversation, fps: int, rng: np.random.Generator, view: str = "front"
+) -> Performance:
     """Compute the performer's per-frame performance over the whole conversation session.
 
     Args:
@@ -312,13 +363,18 @@ def perform(ch: Character, conv: Conversation, fps: int, rng: np.random.Generato
     other = audio_features(conv.track(1), conv.sample_rate, fps, n)
     speaking = _active(conv, 0, times)
     partner = _active(conv, 1, times)
-    state = np.where(speaking, STATES.index("speak"),
-                     np.where(partner, STATES.index("listen"), STATES.index("idle"))).astype(np.int8)
+    state = np.where(
+        speaking,
+        STATES.index("speak"),
+        np.where(partner, STATES.index("listen"), STATES.index("idle")),
+    ).astype(np.int8)
     listening = state == STATES.index("listen")
 
     # mouth: own envelope -> opening, own centroid -> rounding; leads audio by lip_lead_frames
     level = np.clip((own["db"] + 40.0) / 30.0, 0.0, 1.0)
-    opening = _smooth(level, 1.0) ** 1.2
+    # jaw inertia (a short smoothing) and articulation variety (a slow per-syllable gain)
+    articulation = np.clip(1.0 + _ou(rng, n, fps, 0.12, theta=3.0), 0.6, 1.3)
+    opening = np.clip(_smooth(level, 1.5) ** 1.2 * articulation, 0.0, 1.0)
     rounding = np.clip((1700.0 - own["centroid"]) / 900.0, 0.0, 1.0)
     lead = ch.lip_lead_frames
     if lead > 0:
@@ -362,17 +418,32 @@ def perform(ch: Character, conv: Conversation, fps: int, rng: np.random.Generato
     breath_period = float(rng.uniform(3.0, 5.0))
     phase = float(rng.uniform(0, 2 * math.pi))
     sway_x = 0.05 * np.sin(2 * math.pi * times / float(rng.uniform(5, 9)) + phase) + _ou(
-        rng, n, fps, 0.02, theta=0.4)
+        rng, n, fps, 0.02, theta=0.4
+    )
     sway_y = 0.025 * np.sin(2 * math.pi * times / breath_period)
     f32 = lambda x: np.asarray(x, np.float32)
     return Performance(
-        fps=fps, view=view, state=state,
-        mouth_open=f32(np.clip(mouth_open, 0, 1)), mouth_round=f32(mouth_round),
-        yaw=f32(p["yaw"]), pitch=f32(p["pitch"]), roll=f32(p["roll"]),
-        gaze_x=f32(np.clip(p["gaze_x"], -1, 1)), gaze_y=f32(np.clip(p["gaze_y"], -1, 1)),
-        brow_raise=f32(np.clip(p["brow_raise"], -1, 1)), blink=f32(_blinks(rng, ch, times)),
-        sway_x=f32(sway_x), sway_y=f32(sway_y), lean=f32(p["lean"]), wave=f32(p["wave"]),
-        wave_phase=f32(p["wave_phase"]), expression=expr.astype(np.int8), intensity=f32(inten),
-        prev_expression=prev.astype(np.int8), prev_intensity=f32(prev_i), action=action,
+        fps=fps,
+        view=view,
+        state=state,
+        mouth_open=f32(np.clip(mouth_open, 0, 1)),
+        mouth_round=f32(mouth_round),
+        yaw=f32(p["yaw"]),
+        pitch=f32(p["pitch"]),
+        roll=f32(p["roll"]),
+        gaze_x=f32(np.clip(p["gaze_x"], -1, 1)),
+        gaze_y=f32(np.clip(p["gaze_y"], -1, 1)),
+        brow_raise=f32(np.clip(p["brow_raise"], -1, 1)),
+        blink=f32(_blinks(rng, ch, times)),
+        sway_x=f32(sway_x),
+        sway_y=f32(sway_y),
+        lean=f32(p["lean"]),
+        wave=f32(p["wave"]),
+        wave_phase=f32(p["wave_phase"]),
+        expression=expr.astype(np.int8),
+        intensity=f32(inten),
+        prev_expression=prev.astype(np.int8),
+        prev_intensity=f32(prev_i),
+        action=action,
         events=events,
     )

@@ -44,13 +44,16 @@ def resolve_backend(backend: str = "auto") -> str:
     if backend == "auto":
         return "espeak" if find_espeak() else "formant"
     if backend == "espeak" and find_espeak() is None:
-        raise ValueError("speech backend 'espeak' requested but espeak-ng is not installed "
-                         "(apt-get install espeak-ng), or use backend 'formant'")
+        raise ValueError(
+            "speech backend 'espeak' requested but espeak-ng is not installed "
+            "(apt-get install espeak-ng), or use backend 'formant'"
+        )
     return backend
 
 
-def synthesize(text: str, voice: Voice, sample_rate: int = 16_000, backend: str = "auto",
-               seed: int = 0) -> np.ndarray:
+def synthesize(
+    text: str, voice: Voice, sample_rate: int = 16_000, backend: str = "auto", seed: int = 0
+) -> np.ndarray:
     """Speak `text` in `voice`.
 
     Args:
@@ -80,8 +83,18 @@ def _espeak(text: str, voice: Voice, sample_rate: int) -> np.ndarray:
     fd, path = tempfile.mkstemp(suffix=".wav", prefix="lpm-stage-")
     os.close(fd)
     try:
-        cmd = [exe, "-v", voice.espeak_voice, "-s", str(voice.rate_wpm), "-p", str(voice.pitch),
-               "-w", path, text]
+        cmd = [
+            exe,
+            "-v",
+            voice.espeak_voice,
+            "-s",
+            str(voice.rate_wpm),
+            "-p",
+            str(voice.pitch),
+            "-w",
+            path,
+            text,
+        ]
         subprocess.run(cmd, check=True, capture_output=True, timeout=60)
         audio, sr = sf.read(path, dtype="float32", always_2d=False)
     finally:
@@ -99,7 +112,7 @@ def _trim(audio: np.ndarray, sample_rate: int, threshold: float = 0.01) -> np.nd
     if loud.size == 0:
         return audio
     pad = int(0.01 * sample_rate)
-    return audio[max(0, loud[0] - pad): loud[-1] + pad]
+    return audio[max(0, loud[0] - pad) : loud[-1] + pad]
 
 
 def _normalise(audio: np.ndarray) -> np.ndarray:
@@ -114,12 +127,20 @@ def _normalise(audio: np.ndarray) -> np.ndarray:
 
 # phone class, formants F1..F3 (Hz), voiced gain, noise gain, duration (s)
 _VOWELS = {
-    "a": (730, 1090, 2440), "e": (530, 1840, 2480), "i": (300, 2200, 2950),
-    "o": (570, 840, 2410), "u": (320, 900, 2240), "y": (300, 2100, 2900),
+    "a": (730, 1090, 2440),
+    "e": (530, 1840, 2480),
+    "i": (300, 2200, 2950),
+    "o": (570, 840, 2410),
+    "u": (320, 900, 2240),
+    "y": (300, 2100, 2900),
 }
 _SONORANTS = {
-    "l": (360, 1300, 2500), "r": (420, 1250, 1600), "w": (300, 650, 2200),
-    "m": (250, 1100, 2300), "n": (250, 1400, 2500), "j": (280, 2100, 2800),
+    "l": (360, 1300, 2500),
+    "r": (420, 1250, 1600),
+    "w": (300, 650, 2200),
+    "m": (250, 1100, 2300),
+    "n": (250, 1400, 2500),
+    "j": (280, 2100, 2800),
 }
 _FRICATIVES = {"s": 5200, "z": 4800, "f": 3500, "v": 3000, "h": 1500, "x": 4200, "c": 4600}
 _STOPS = {"p": 2500, "b": 1200, "t": 4000, "d": 3000, "k": 2200, "g": 1800, "q": 2200}
@@ -158,8 +179,9 @@ def _resonator(freq: float, bw: float, sr: int) -> tuple[np.ndarray, np.ndarray]
     return np.array([a.sum()]), a
 
 
-def formant_synthesize(text: str, voice: Voice, sample_rate: int = 16_000,
-                       seed: int = 0) -> np.ndarray:
+def formant_synthesize(
+    text: str, voice: Voice, sample_rate: int = 16_000, seed: int = 0
+) -> np.ndarray:
     """A small source-filter synthesizer: glottal pulses + noise through 3 formant resonators.
 
     Letters map to vowel, sonorant, fricative and stop phones; formants are interpolated every
@@ -184,8 +206,10 @@ def formant_synthesize(text: str, voice: Voice, sample_rate: int = 16_000,
         nc_list += [centre] * n
     formants = np.asarray(f_list, np.float64) * voice.formant_scale
     kernel = np.hanning(5) / np.hanning(5).sum()
-    formants = np.stack([np.convolve(np.pad(formants[:, k], 2, mode="edge"), kernel, "valid")
-                         for k in range(3)], axis=1)
+    formants = np.stack(
+        [np.convolve(np.pad(formants[:, k], 2, mode="edge"), kernel, "valid") for k in range(3)],
+        axis=1,
+    )
     gv = np.convolve(np.pad(np.asarray(gv_list), 2, mode="edge"), kernel, "valid")
     gn = np.convolve(np.pad(np.asarray(gn_list), 2, mode="edge"), kernel, "valid")
     n_frames = len(gv)
