@@ -1,0 +1,299 @@
+"""A model bundle: the transformer and the encoders/decoders one generation needs.
+
+A bundle is a directory::
+
+    <dir>/bundle.json        BundleSpec: which encoders, resolution, sampling defaults
+    <dir>/transformer/       LPM checkpoint (config.json + model*.safetensors)
+    <dir>/vae/               Wan VAE, diffusers layout (config.json + safetensors)
+    <dir>/light_decoder/     optional: config.json + model.safetensors
+    <dir>/text_encoder/      nano: config.json + model.safetensors; umt5: a local umT5 folder
+    <dir>/audio_encoder/     logmel: config.json; wav2vec2: a local folder (+ layer weights)
+
+A component path in ``bundle.json`` may point elsewhere (absolute, or relative to the bundle),
+so a real-scale bundle can reference the Wan2.1 VAE and umT5 folders where they already are.
+Everything is safetensors or JSON: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lpm.models.dit.checkpoint import atomic_directory, load_lpm_checkpoint, save_lpm_checkpoint
+from lpm.models.dit.model import LPMTransformer
+
+BUNDLE_FORMAT = "lpm-bundle"
+BUNDLE_VERSION = 1
+TEXT_ENCODERS = ("nano", "umt5", "minilm")
+AUDIO_ENCODERS = ("logmel", "wav2vec2")
+DECODERS = ("vae", "light")
+
+
+def shipped_bundle_path(name: str = "lpm-nano") -> Path:
+    """Directory of a bundle shipped inside the package; a clear error when it is absent."""
+    path = Path(__file__).resolve().parents[1] / "weights" / name
+    if not (path / "bundle.json").is_file():
+        raise FileNotFoundError(
+            f"this lpm build ships no {name!r} weights (looked in {path}); train them with "
+            f"`lpm train --recipe nano-base` or pass --model DIR with a bundle directory"
+        )
+    return path
+
+
+@dataclass(kw_only=True)
+class SamplingDefaults:
+    """Sampling settings a bundle recommends; every one can be overridden per call."""
+
+    steps: int = 20
+    """Denoising steps per segment."""
+    shift: float = 5.0
+    """Wan-style timestep shift of the inference schedule."""
+    text_scale: float = 4.0
+    """Classifier-free guidance scale of the text condition."""
+    audio_scale: float = 4.0
+    """Classifier-free guidance scale of the audio condition (on top of text)."""
+    solver: str = "unipc"
+    """``unipc`` or ``euler``."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.solver not in ("unipc", "euler"):
+            raise ValueError(f"solver must be 'unipc' or 'euler', got {self.solver!r}")
+        if self.shift <= 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
+
+
+@dataclass(kw_only=True)
+class BundleSpec:
+    """What `bundle.json` records."""
+
+    name: str
+    height: int
+    """Generated frame height in pixels."""
+    width: int
+    """Generated frame width in pixels."""
+    sample_rate: int = 16000
+    """Audio sample rate the audio encoder expects, in Hz."""
+    text_encoder: str = "nano"
+    audio_encoder: str = "logmel"
+    decoder: str = "vae"
+    """Offline decoder: the VAE, or the light distilled decoder."""
+    segment_latents: int = 32
+    """Latent frames generated per offline segment (32 latents = 128 frames = 5.3 s at 24 fps)."""
+    context_latents: int = 3
+    """Clean latents carried from the previous segment into the next one."""
+    blend_latents: int = 2
+    """Latents after the context that are regenerated and cross-faded with the previous segment."""
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    paths: dict[str, str] = field(default_factory=dict)
+    """Component name -> directory, absolute or relative to the bundle; default ``<name>/``."""
+
+    def __post_init__(self) -> None:
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder={self.text_encoder!r}: use one of {TEXT_ENCODERS}")
+        if self.audio_encoder not in AUDIO_ENCODERS:
+            raise ValueError(f"audio_encoder={self.audio_encoder!r}: use one of {AUDIO_ENCODERS}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder={self.decoder!r}: use one of {DECODERS}")
+        if self.segment_latents <= self.context_latents + self.blend_latents:
+            raise ValueError("segment_latents must exceed context_latents + blend_latents")
+        if self.context_latents < 1 or self.blend_latents < 0:
+            raise ValueError("context_latents must be >= 1 and blend_latents >= 0")
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingDefaults(**self.sampling)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data.update(format=BUNDLE_FORMAT, version=BUNDLE_VERSION)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_file(cls, path: Path) -> BundleSpec:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path} is not a readable bundle.json: {err}") from None
+        if data.pop("format", None) != BUNDLE_FORMAT:
+            raise ValueError(f"{path} is not an LPM bundle (format must be {BUNDLE_FORMAT!r})")
+        version = data.pop("version", None)
+        if version != BUNDLE_VERSION:
+            raise ValueError(
+                f"{path} has bundle version {version}; this lpm reads {BUNDLE_VERSION}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path} has unknown fields {sorted(unknown)}")
+        return cls(**data)
+
+
+class ModelBundle:
+    """Loaded components of one model; `lpm.inference.Pipeline` drives them."""
+
+    def __init__(
+        self,
+        spec: BundleSpec,
+        *,
+        transformer: LPMTransformer,
+        vae: nn.Module,
+        text_encoder: nn.Module,
+        audio_encoder: nn.Module,
+        light_decoder: nn.Module | None = None,
+    ) -> None:
+        if spec.decoder == "light" and light_decoder is None:
+            raise ValueError("spec.decoder is 'light' but no light decoder was given")
+        cfg = transformer.cfg
+        cfg.latent_grid(spec.height, spec.width)  # raises on a resolution the model cannot take
+        if getattr(text_encoder, "dim", cfg.text_dim) != cfg.text_dim:
+            raise ValueError(
+                f"text encoder width {text_encoder.dim} != model text_dim {cfg.text_dim}"
+            )
+        self.spec = spec
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.audio_encoder = audio_encoder
+        self.light_decoder = light_decoder
+
+    @property
+    def cfg(self):
+        return self.transformer.cfg
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods = {
+            "transformer": self.transformer,
+            "vae": self.vae,
+            "text_encoder": self.text_encoder,
+            "audio_encoder": self.audio_encoder,
+        }
+        if self.light_decoder is not None:
+            mods["light_decoder"] = self.light_decoder
+        return mods
+
+    def eval(self) -> ModelBundle:
+        for module in self.modules().values():
+            module.eval()
+        return self
+
+    # ---- saving -----------------------------------------------------------------------------
+    def save(self, directory: str | Path, *, overwrite: bool = False, half: bool = False) -> Path:
+        """Write the bundle atomically; ``half`` stores floating weights as fp16."""
+        out = Path(directory)
+        with atomic_directory(out, overwrite=overwrite) as tmp:
+            (tmp / "bundle.json").write_text(self.spec.to_json())
+            model = self.transformer
+            if half:
+                model = _half_copy(model)
+            save_lpm_checkpoint(model, tmp / "transformer")
+            self.vae.model.save_pretrained(tmp / "vae", safe_serialization=True)
+            if self.spec.text_encoder == "nano":
+                _save_module(
+                    self.text_encoder, self.text_encoder.config, tmp / "text_encoder", half
+                )
+            if self.spec.audio_encoder == "logmel":
+                _write_config(tmp / "audio_encoder", self.audio_encoder.config)
+            if self.light_decoder is not None:
+                _save_module(
+                    self.light_decoder, self.light_decoder.config, tmp / "light_decoder", half
+                )
+        return out
+
+    # ---- loading ----------------------------------------------------------------------------
+    @classmethod
+    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
+        """Load every component of a bundle directory (fp32 on ``device``)."""
+        from lpm.models.audio import LogMelConfig, LogMelFeatures, Wav2Vec2Features, load_wav2vec2
+        from lpm.models.text import NanoTextEncoder, NanoTextEncoderConfig, load_minilm, load_umt5
+        from lpm.models.vae import LightDecoder, LightDecoderConfig, load_wan_vae
+
+        root = Path(directory)
+        if not (root / "bundle.json").is_file():
+            raise FileNotFoundError(
+                f"{root} is not an LPM bundle: it has no bundle.json (see lpm/inference/bundle.py)"
+            )
+        spec = BundleSpec.from_file(root / "bundle.json")
+
+        def where(name: str) -> Path:
+            return (root / spec.paths.get(name, name)).expanduser()
+
+        transformer = load_lpm_checkpoint(where("transformer"), device=device, dtype=torch.float32)
+        vae = load_wan_vae(where("vae"), device=device)
+        if spec.text_encoder == "nano":
+            text = _load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
+        elif spec.text_encoder == "umt5":
+            text = load_umt5(where("text_encoder"), max_length=transformer.cfg.text_len)
+        else:
+            text = load_minilm(spec.paths.get("text_encoder"))
+        if spec.audio_encoder == "logmel":
+            audio = LogMelFeatures(_read_config(LogMelConfig, where("audio_encoder")))
+        else:
+            backbone = load_wav2vec2(where("audio_encoder"), device=device)
+            audio = Wav2Vec2Features(
+                backbone, fps=transformer.cfg.fps, sample_rate=spec.sample_rate
+            )
+            weights = where("audio_encoder") / "layer_weights.safetensors"
+            if weights.is_file():
+                audio.load_state_dict(load_file(weights), strict=False)
+        light = None
+        if where("light_decoder").is_dir():
+            light = _load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
+        bundle = cls(
+            spec,
+            transformer=transformer,
+            vae=vae,
+            text_encoder=text.to(device),
+            audio_encoder=audio.to(device),
+            light_decoder=light,
+        )
+        if light is not None:
+            light.to(device)
+        return bundle.eval()
+
+
+def _half_copy(model: LPMTransformer) -> LPMTransformer:
+    clone = LPMTransformer(model.cfg)
+    clone.load_state_dict(model.state_dict())
+    return clone.half()
+
+
+def _write_config(directory: Path, config: Any) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+
+
+def _read_config(config_cls, directory: Path):
+    path = directory / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing")
+    data = json.loads(path.read_text())
+    for f in dataclasses.fields(config_cls):
+        if isinstance(data.get(f.name), list):
+            data[f.name] = tuple(data[f.name])
+    return config_cls(**data)
+
+
+def _save_module(module: nn.Module, config: Any, directory: Path, half: bool) -> None:
+    _write_config(directory, config)
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in module.state_dict().items()
+    }
+    save_file(state, str(directory / "model.safetensors"))
+
+
+def _load_module(module_cls, config_cls, directory: Path) -> nn.Module:
+    module = module_cls(_read_config(config_cls, directory))
+    weights = directory / "model.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} is missing")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+    module.load_state_dict(state, strict=True)
+    return module
