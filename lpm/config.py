@@ -210,8 +210,8 @@ _LPM_NANO = ModelConfig(
     num_layers=8,
     freq_dim=128,
     text_dim=128,
-    text_len=32,
-    audio_dim=128,
+    text_len=64,
+    audio_dim=320,
 )
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {

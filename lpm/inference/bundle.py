@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lpm.inference.chunk_step import OnlineSchedule
 from lpm.models.dit.checkpoint import atomic_directory, load_lpm_checkpoint, save_lpm_checkpoint
 from lpm.models.dit.model import LPMTransformer
 
@@ -93,6 +94,8 @@ class BundleSpec:
     blend_latents: int = 2
     """Latents after the context that are regenerated and cross-faded with the previous segment."""
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    online: OnlineSchedule | None = None
+    """Timesteps of a distilled online backbone/refiner; None for an offline (Base) bundle."""
     paths: dict[str, str] = field(default_factory=dict)
     """Component name -> directory, absolute or relative to the bundle; default ``<name>/``."""
 
@@ -109,6 +112,10 @@ class BundleSpec:
             raise ValueError("context_latents must be >= 1 and blend_latents >= 0")
         if isinstance(self.sampling, dict):
             self.sampling = SamplingDefaults(**self.sampling)
+        if isinstance(self.online, dict):
+            online = dict(self.online)
+            online["backbone_timesteps"] = tuple(online.get("backbone_timesteps", ()))
+            self.online = OnlineSchedule(**online)
 
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
@@ -147,6 +154,7 @@ class ModelBundle:
         text_encoder: nn.Module,
         audio_encoder: nn.Module,
         light_decoder: nn.Module | None = None,
+        refiner: LPMTransformer | None = None,
     ) -> None:
         if spec.decoder == "light" and light_decoder is None:
             raise ValueError("spec.decoder is 'light' but no light decoder was given")
@@ -162,6 +170,15 @@ class ModelBundle:
         self.text_encoder = text_encoder
         self.audio_encoder = audio_encoder
         self.light_decoder = light_decoder
+        self.refiner = refiner
+        if refiner is not None and refiner.cfg.in_channels != cfg.out_channels:
+            raise ValueError(
+                "the refiner's input channels must equal the backbone's output channels"
+            )
+
+    def spec_online_schedule(self) -> OnlineSchedule:
+        """The bundle's online timesteps, or the defaults when it records none."""
+        return self.spec.online or OnlineSchedule()
 
     @property
     def cfg(self):
@@ -176,6 +193,8 @@ class ModelBundle:
         }
         if self.light_decoder is not None:
             mods["light_decoder"] = self.light_decoder
+        if self.refiner is not None:
+            mods["refiner"] = self.refiner
         return mods
 
     def eval(self) -> ModelBundle:
@@ -193,6 +212,10 @@ class ModelBundle:
             if half:
                 model = _half_copy(model)
             save_lpm_checkpoint(model, tmp / "transformer")
+            if self.refiner is not None:
+                save_lpm_checkpoint(
+                    _half_copy(self.refiner) if half else self.refiner, tmp / "refiner"
+                )
             self.vae.model.save_pretrained(tmp / "vae", safe_serialization=True)
             if self.spec.text_encoder == "nano":
                 _save_module(

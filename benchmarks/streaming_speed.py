@@ -1,0 +1,109 @@
+"""Online LPM streaming speed on this machine: per-stage time, real-time factor, first frame.
+
+Builds the `lpm-nano-online` architecture (backbone + refiner + light decoder, the shipped
+geometry) and streams chunks of talking audio, sequentially and pipelined. Speed depends only
+on the architecture, so random weights time the same as trained ones.
+
+Prints a table; the last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import numpy as np
+import torch
+
+
+def build_bundle(size: int):
+    from lpm.config import get_model_config
+    from lpm.inference.bundle import BundleSpec, ModelBundle
+    from lpm.models.audio import LogMelFeatures
+    from lpm.models.dit.model import LPMTransformer
+    from lpm.models.text import NanoTextEncoder
+    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
+
+    cfg = get_model_config("lpm-nano-online")
+    spec = BundleSpec(name="lpm-nano-online", height=size, width=size, decoder="light")
+    return ModelBundle(
+        spec,
+        transformer=LPMTransformer(cfg),
+        refiner=LPMTransformer(cfg),
+        vae=build_wan_vae(WanVAEConfig.tiny()),
+        text_encoder=NanoTextEncoder(),
+        audio_encoder=LogMelFeatures(),
+        light_decoder=LightDecoder(),
+    )
+
+
+def run(size: int, chunks: int, pipelined: bool) -> dict:
+    from lpm.inference.streaming import StreamingSession
+
+    bundle = build_bundle(size)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+    t0 = time.perf_counter()
+    session = StreamingSession(bundle, image, prompt="a cheerful person nods")
+    t_session = time.perf_counter() - t0
+    t = np.arange(16000 * (chunks + 3)) / 16000
+    session.push_audio(
+        "speak",
+        (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32),
+    )
+    session.push_audio("listen", (0.1 * rng.standard_normal(len(t))).astype(np.float32))
+    stamps, stages = [], []
+    start = time.perf_counter()
+    for chunk in session.chunks(chunks, pipelined=pipelined, lookahead=2):
+        stamps.append(time.perf_counter() - start)
+        stages.append(chunk.timings)
+    wall = stamps[-1]
+    steady = np.diff(stamps[2:]) if len(stamps) > 3 else np.diff(stamps)
+    per_stage = {k: float(np.median([s[k] for s in stages[1:]])) for k in stages[0]}
+    video_s = chunks * bundle.cfg.chunk_seconds
+    return {
+        "resolution": size,
+        "pipelined": pipelined,
+        "chunks": chunks,
+        "session_setup_s": t_session,
+        "first_chunk_s": stamps[0],
+        "steady_chunk_s": float(np.median(steady)),
+        "rtf": video_s / wall,
+        "steady_rtf": bundle.cfg.chunk_seconds / float(np.median(steady)),
+        "stage_s": per_stage,
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--chunks", type=int, default=12)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = [run(s, args.chunks, p) for s in args.sizes for p in (False, True)]
+    print(f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
+    cols = ("res", "pipe", "first(s)", "chunk(s)", "RTF", "cond", "backbone", "refiner", "decode")
+    print(" ".join(f"{c:>9}" for c in cols))
+    for r in rows:
+        st = r["stage_s"]
+        vals = (
+            r["resolution"],
+            str(r["pipelined"]),
+            f"{r['first_chunk_s']:.3f}",
+            f"{r['steady_chunk_s']:.3f}",
+            f"{r['steady_rtf']:.2f}",
+            f"{st['conditions']:.3f}",
+            f"{st['backbone']:.3f}",
+            f"{st['refiner']:.3f}",
+            f"{st['decode']:.3f}",
+        )
+        print(" ".join(f"{v:>9}" for v in vals))
+    print(json.dumps({"benchmark": "streaming_speed", "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

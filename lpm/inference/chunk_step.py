@@ -1,0 +1,171 @@
+"""The one chunk step of Online LPM, shared by the streaming engine and the distillation rollout.
+
+Legend: C latent channels, Fc latent frames per chunk, h/w latent grid, Ta audio tokens of a
+3-s window (2 s history + 1 s current), D feature width.
+
+Per chunk:
+  backbone  few-step denoising T0 -> T1 -> 0 against a cache of *re-noised* history, then the
+            finished chunk is re-noised to ``history_sigma`` and written to that cache;
+  refiner   the backbone's output re-noised to T2, one step, against a cache of *clean* history,
+            then the refined chunk is written (clean) to the refiner's cache.
+Timesteps are in model units (t = 1000 sigma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lpm.diffusion import renoise
+from lpm.models.common.kv_cache import StreamingKVCache
+from lpm.models.dit.model import LPMTransformer, References
+
+
+@dataclass(kw_only=True, frozen=True)
+class OnlineSchedule:
+    """Timesteps of the distilled backbone and refiner, and the backbone's history noise."""
+
+    backbone_timesteps: tuple[float, ...] = (1000.0, 750.0)
+    """T0, T1, ...: the backbone's denoising steps (model timestep units, descending)."""
+    refiner_timestep: float = 500.0
+    """T2: the level the backbone output is re-noised to before the refiner's single step."""
+    history_sigma: float = 0.1
+    """Noise level (sigma) of the history the backbone's cache is built from."""
+
+    def __post_init__(self) -> None:
+        ts = self.backbone_timesteps
+        if not ts or any(not 0 < t <= 1000 for t in ts) or list(ts) != sorted(ts, reverse=True):
+            raise ValueError(f"backbone_timesteps={ts} must be descending values in (0, 1000]")
+        if not 0 < self.refiner_timestep <= 1000:
+            raise ValueError(f"refiner_timestep={self.refiner_timestep} must be in (0, 1000]")
+        if not 0 <= self.history_sigma < 1:
+            raise ValueError(f"history_sigma={self.history_sigma} must be in [0, 1)")
+
+
+@dataclass
+class ChunkConditions:
+    """Conditions of one chunk (applied at its boundary)."""
+
+    text: torch.Tensor
+    """(B, Lt, text_dim)."""
+    text_mask: torch.Tensor
+    """(B, Lt) bool."""
+    speak_audio: torch.Tensor
+    """(B, Ta, audio_dim): the 3-s window ending with this chunk."""
+    listen_audio: torch.Tensor
+    """(B, Ta, audio_dim)."""
+    audio_offset: int
+    """Video frame of audio token 0 relative to the chunk's first frame (-48 at 24 fps)."""
+
+    def kwargs(self) -> dict:
+        return {
+            "text": self.text,
+            "text_mask": self.text_mask,
+            "speak_audio": self.speak_audio,
+            "listen_audio": self.listen_audio,
+            "audio_offset": self.audio_offset,
+        }
+
+
+def backbone_chunk(
+    model: LPMTransformer,
+    cache: StreamingKVCache,
+    cond: ChunkConditions,
+    noise: torch.Tensor,
+    schedule: OnlineSchedule,
+    generator: torch.Generator | None = None,
+    write_history: bool = True,
+) -> torch.Tensor:
+    """Denoise one chunk from ``noise`` (B, C, Fc, h, w) with the backbone; returns x0."""
+    b = noise.shape[0]
+    sigmas = [t / 1000.0 for t in schedule.backbone_timesteps] + [0.0]
+    x = noise if sigmas[0] == 1.0 else renoise(noise, sigmas[0], generator)
+    x0 = x
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        t = torch.full((b,), 1000.0 * sigma, device=noise.device)
+        v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
+        x0 = x - sigma * v
+        if sigma_next > 0:
+            x = renoise(x0, sigma_next, generator)
+    if write_history:
+        model.write_history(x0.detach(), cache, generator=generator, **cond.kwargs())
+    return x0
+
+
+def refine_chunk(
+    model: LPMTransformer,
+    cache: StreamingKVCache,
+    cond: ChunkConditions,
+    x0: torch.Tensor,
+    schedule: OnlineSchedule,
+    generator: torch.Generator | None = None,
+    write_history: bool = True,
+) -> torch.Tensor:
+    """Re-noise the backbone's output to T2 and restore detail in one refiner step."""
+    sigma = schedule.refiner_timestep / 1000.0
+    x = renoise(x0, sigma, generator)
+    t = torch.full((x0.shape[0],), schedule.refiner_timestep, device=x0.device)
+    refined = x - sigma * model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
+    if write_history:
+        model.write_history(refined.detach(), cache, **cond.kwargs())
+    return refined
+
+
+class ChunkStepper:
+    """A backbone (and optional refiner) with their caches, advanced one chunk at a time.
+
+    The streaming session and the distillation rollout both drive this object, so a rollout
+    produces exactly the chunks a live stream would for the same inputs and seeds.
+    """
+
+    def __init__(
+        self,
+        backbone: LPMTransformer,
+        refiner: LPMTransformer | None,
+        references: References | None,
+        schedule: OnlineSchedule,
+        seed: int = 0,
+    ) -> None:
+        self.backbone = backbone
+        self.refiner = refiner
+        self.schedule = schedule
+        # One generator per stage, so pipelined stages in different threads stay deterministic.
+        self.backbone_generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.refiner_generator = torch.Generator(device="cpu").manual_seed(seed + 1)
+        self.backbone_cache = backbone.new_cache(
+            history="noisy", history_sigma=schedule.history_sigma
+        )
+        self.refiner_cache = refiner.new_cache(history="clean") if refiner is not None else None
+        if references is not None:
+            backbone.cache_references(references, self.backbone_cache)
+            if refiner is not None:
+                refiner.cache_references(references, self.refiner_cache)
+        self.chunks = 0
+
+    def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        return torch.randn(shape, generator=self.backbone_generator).to(device)
+
+    def backbone_step(self, cond: ChunkConditions, shape: tuple[int, ...], device) -> torch.Tensor:
+        """Stage 1: the backbone's chunk (clean latents (B, C, Fc, h, w))."""
+        x0 = backbone_chunk(
+            self.backbone,
+            self.backbone_cache,
+            cond,
+            self.noise(shape, device),
+            self.schedule,
+            self.backbone_generator,
+        )
+        self.chunks += 1
+        return x0
+
+    def refine_step(self, cond: ChunkConditions, x0: torch.Tensor) -> torch.Tensor:
+        """Stage 2: the refiner's pass over a backbone chunk (identity without a refiner)."""
+        if self.refiner is None:
+            return x0
+        return refine_chunk(
+            self.refiner, self.refiner_cache, cond, x0, self.schedule, self.refiner_generator
+        )
+
+    def step(self, cond: ChunkConditions, shape: tuple[int, ...], device) -> torch.Tensor:
+        return self.refine_step(cond, self.backbone_step(cond, shape, device))

@@ -1,0 +1,298 @@
+"""`StreamingSession`: Online LPM as a never-ending stream of 1-s chunks.
+
+Audio (speak and listen) and the prompt arrive incrementally; conditions change only at chunk
+boundaries. Each chunk runs three stages — backbone, refiner, decode — that can run as a
+pipeline (backbone on chunk n, refiner on n-1, decode on n-2, one thread each) with bounded
+queues, so generation never runs more than ``lookahead`` chunks ahead of whoever consumes
+frames. Memory is flat: the KV caches hold refs + sink + window, the audio buffers the last 3 s,
+the decoder one latent frame (light decoder) or its causal conv cache (VAE).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lpm.inference.bundle import ModelBundle
+from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
+from lpm.inference.pipeline import ReferenceImage, _references
+from lpm.media import fit_image
+
+
+@dataclass
+class StreamChunk:
+    """One decoded chunk."""
+
+    index: int
+    frames: np.ndarray
+    """(Tc, H, W, 3) uint8 RGB."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent per stage on this chunk: conditions, backbone, refiner, decode."""
+
+
+class _AudioBuffer:
+    """Samples of one stream, kept only as far back as the next window needs."""
+
+    def __init__(self, window: int, chunk: int) -> None:
+        self.window, self.chunk = window, chunk
+        self.samples = np.zeros(0, np.float32)
+        self.start = 0  # absolute index of samples[0]
+        self.lock = threading.Lock()
+
+    def push(self, samples: np.ndarray) -> None:
+        with self.lock:
+            self.samples = np.concatenate((self.samples, np.asarray(samples, np.float32).ravel()))
+
+    def window_for(self, chunk_index: int) -> np.ndarray:
+        """The 3-s window ending with chunk ``chunk_index``; silence where nothing arrived."""
+        end = (chunk_index + 1) * self.chunk
+        begin = end - self.window
+        out = np.zeros(self.window, np.float32)
+        with self.lock:
+            lo, hi = max(begin, self.start), min(end, self.start + len(self.samples))
+            if hi > lo:
+                out[lo - begin : hi - begin] = self.samples[lo - self.start : hi - self.start]
+            # The next window starts one chunk later: drop what it will never read.
+            keep_from = end + self.chunk - self.window
+            if keep_from > self.start:
+                drop = min(keep_from - self.start, len(self.samples))
+                self.samples = self.samples[drop:]
+                self.start += drop
+        return out
+
+
+class StreamingSession:
+    """A live character stream for one character; see the module docstring."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        image: np.ndarray,
+        *,
+        references: Sequence[ReferenceImage] = (),
+        prompt: str = "",
+        schedule: OnlineSchedule | None = None,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.bundle = bundle.eval()
+        self.cfg = cfg = bundle.cfg
+        if cfg.attention != "chunk_causal":
+            raise ValueError(
+                f"model {cfg.name!r} is not an online model (attention={cfg.attention!r}); "
+                "stream with an -online bundle"
+            )
+        self.device = torch.device(device)
+        self.schedule = schedule or bundle.spec_online_schedule()
+        spec = bundle.spec
+        self.sample_rate = spec.sample_rate
+        self.chunk_samples = round(cfg.chunk_seconds * spec.sample_rate)
+        self.window_frames = 3 * cfg.frames_per_chunk
+        window_samples = 3 * self.chunk_samples
+        self.audio = {
+            "speak": _AudioBuffer(window_samples, self.chunk_samples),
+            "listen": _AudioBuffer(window_samples, self.chunk_samples),
+        }
+        self._prompt = prompt
+        self._prompt_cache: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        with torch.no_grad():
+            first = self._encode_image(image)
+            extra = [(r.kind, r.subtype, self._encode_image(r.image)) for r in references]
+            refs = _references(first, first, extra)
+        self.latent_shape = (1, cfg.out_channels, cfg.latents_per_chunk, *first.shape[3:])
+        self.stepper = ChunkStepper(bundle.transformer, bundle.refiner, refs, self.schedule, seed)
+        self._light_history: torch.Tensor | None = None
+        self._vae_stream = bundle.vae.streaming_decoder() if bundle.light_decoder is None else None
+        self.next_index = 0
+
+    # ---- inputs (any thread) ------------------------------------------------------------------
+    def push_audio(self, stream: str, samples: np.ndarray) -> None:
+        """Append ``samples`` (float32 at the bundle's sample rate) to ``speak`` or ``listen``."""
+        if stream not in self.audio:
+            raise ValueError(f"stream must be 'speak' or 'listen', got {stream!r}")
+        self.audio[stream].push(samples)
+
+    def set_prompt(self, text: str) -> None:
+        """Change the text prompt; it takes effect at the next chunk boundary."""
+        if not isinstance(text, str):
+            raise ValueError("prompt must be a string")
+        self._prompt = text
+
+    # ---- stages -------------------------------------------------------------------------------
+    def _encode_image(self, image: np.ndarray) -> torch.Tensor:
+        spec = self.bundle.spec
+        rgb = fit_image(np.asarray(image), spec.height, spec.width)
+        video = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float() / 127.5 - 1.0
+        return self.bundle.vae.encode(video[None, :, None])
+
+    def conditions(self, index: int) -> ChunkConditions:
+        """Conditions of chunk ``index``: the prompt now in force, the 3-s audio windows."""
+        prompt = self._prompt
+        if self._prompt_cache is None or self._prompt_cache[0] != prompt:
+            emb, mask = self.bundle.text_encoder.encode([prompt])
+            self._prompt_cache = (prompt, emb.to(self.device), mask.to(self.device))
+        feats = {}
+        for name, buf in self.audio.items():
+            wave = torch.from_numpy(buf.window_for(index)).to(self.device)[None]
+            feats[name] = self.bundle.audio_encoder(wave, self.window_frames).float()
+        return ChunkConditions(
+            text=self._prompt_cache[1],
+            text_mask=self._prompt_cache[2],
+            speak_audio=feats["speak"],
+            listen_audio=feats["listen"],
+            audio_offset=-2 * self.cfg.frames_per_chunk,
+        )
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latent chunk (1, C, Fc, h, w) -> frames (4 Fc, H, W, 3) uint8, causally."""
+        if self.bundle.light_decoder is not None:
+            video = self.bundle.light_decoder(latents, self._light_history)
+            self._light_history = latents[:, :, -1:]
+        else:
+            first = self._vae_stream.latent_frames_seen == 0
+            video = self._vae_stream.decode_chunk(latents)
+            if first:  # the causal VAE's first latent is one frame: repeat it (pipeline alignment)
+                span = self.cfg.temporal_compression
+                video = torch.cat([video[:, :, :1]] * (span - 1) + [video], dim=2)
+        video = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return video.permute(1, 2, 3, 0).cpu().numpy()
+
+    # ---- running ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self) -> StreamChunk:
+        """Generate, refine and decode the next chunk, sequentially."""
+        index, timings = self.next_index, {}
+        t = time.perf_counter()
+        cond = self.conditions(index)
+        timings["conditions"] = time.perf_counter() - t
+        t = time.perf_counter()
+        x0 = self.stepper.backbone_step(cond, self.latent_shape, self.device)
+        timings["backbone"] = time.perf_counter() - t
+        t = time.perf_counter()
+        x0 = self.stepper.refine_step(cond, x0)
+        timings["refiner"] = time.perf_counter() - t
+        t = time.perf_counter()
+        frames = self.decode(x0)
+        timings["decode"] = time.perf_counter() - t
+        self.next_index += 1
+        return StreamChunk(index=index, frames=frames, timings=timings)
+
+    def chunks(
+        self, count: int | None = None, *, pipelined: bool = False, lookahead: int = 2
+    ) -> Iterator[StreamChunk]:
+        """Yield chunks for ever (or ``count`` of them); ``pipelined`` overlaps the three stages."""
+        if not pipelined:
+            produced = 0
+            while count is None or produced < count:
+                yield self.step()
+                produced += 1
+            return
+        yield from _Pipeline(self, count, lookahead).run()
+
+
+class _Pipeline:
+    """Backbone (n), refiner (n-1) and decode (n-2) in three threads with bounded queues."""
+
+    def __init__(self, session: StreamingSession, count: int | None, lookahead: int) -> None:
+        if lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1 chunk, got {lookahead}")
+        self.s, self.count = session, count
+        self.to_refine: queue.Queue = queue.Queue(maxsize=1)
+        self.to_decode: queue.Queue = queue.Queue(maxsize=1)
+        self.out: queue.Queue = queue.Queue(maxsize=lookahead)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def _guard(self, fn):
+        def run():
+            try:
+                with torch.no_grad():
+                    fn()
+            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer
+                self.error = err
+                self.stop.set()
+
+        return run
+
+    def _put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue):
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return None
+
+    def _backbone(self) -> None:
+        s, n = self.s, 0
+        while (self.count is None or n < self.count) and not self.stop.is_set():
+            index = s.next_index
+            t = time.perf_counter()
+            cond = s.conditions(index)
+            t1 = time.perf_counter()
+            x0 = s.stepper.backbone_step(cond, s.latent_shape, s.device)
+            timings = {"conditions": t1 - t, "backbone": time.perf_counter() - t1}
+            s.next_index += 1
+            n += 1
+            if not self._put(self.to_refine, (index, cond, x0, timings)):
+                return
+        self._put(self.to_refine, None)
+
+    def _refiner(self) -> None:
+        while (item := self._get(self.to_refine)) is not None:
+            index, cond, x0, timings = item
+            t = time.perf_counter()
+            x0 = self.s.stepper.refine_step(cond, x0)
+            timings["refiner"] = time.perf_counter() - t
+            if not self._put(self.to_decode, (index, x0, timings)):
+                return
+        self._put(self.to_decode, None)
+
+    def _decoder(self) -> None:
+        while (item := self._get(self.to_decode)) is not None:
+            index, x0, timings = item
+            t = time.perf_counter()
+            frames = self.s.decode(x0)
+            timings["decode"] = time.perf_counter() - t
+            if not self._put(self.out, StreamChunk(index=index, frames=frames, timings=timings)):
+                return
+        self._put(self.out, None)
+
+    def run(self) -> Iterator[StreamChunk]:
+        threads = [
+            threading.Thread(target=self._guard(f), daemon=True)
+            for f in (self._backbone, self._refiner, self._decoder)
+        ]
+        for th in threads:
+            th.start()
+        try:
+            while True:
+                try:
+                    chunk = self.out.get(timeout=0.05)
+                except queue.Empty:
+                    if self.error is not None:
+                        break
+                    continue
+                if chunk is None:
+                    break
+                yield chunk
+        finally:
+            self.stop.set()
+            for th in threads:
+                th.join(timeout=10)
+        if self.error is not None:
+            raise self.error

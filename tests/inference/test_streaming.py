@@ -1,0 +1,126 @@
+"""StreamingSession: pipelined == sequential, chunk-boundary conditions, flat memory, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lpm.inference.chunk_step import ChunkStepper, OnlineSchedule
+from lpm.inference.streaming import StreamingSession, _AudioBuffer
+from lpm.models.dit.model import LPMTransformer
+from tests.inference.test_pipeline import face, tiny_bundle, tone
+
+
+def online_bundle(decoder: str = "light", refiner: bool = True):
+    bundle = tiny_bundle(decoder=decoder)
+    cfg = bundle.cfg.replace(
+        name="tiny-online", attention="chunk_causal", sink_chunks=1, window_chunks=1
+    )
+    backbone = LPMTransformer(cfg)
+    backbone.load_state_dict(bundle.transformer.state_dict())
+    for block in backbone.blocks:  # make audio matter, so audio routing is exercised
+        torch.nn.init.normal_(block.cross_attn.audio_v.weight, std=0.3)
+    bundle.transformer = backbone
+    if refiner:
+        bundle.refiner = LPMTransformer(cfg)
+        bundle.refiner.load_state_dict(backbone.state_dict())
+    return bundle
+
+
+def session(bundle, **kw):
+    s = StreamingSession(bundle, face(), prompt="hello", seed=0, **kw)
+    s.push_audio("speak", tone(4.0))
+    return s
+
+
+def test_pipelined_stream_equals_sequential_stream():
+    bundle = online_bundle()
+    a = [c.frames for c in session(bundle).chunks(5)]
+    b = [c.frames for c in session(bundle).chunks(5, pipelined=True, lookahead=1)]
+    assert len(a) == len(b) == 5
+    assert all(x.shape == (24, 32, 32, 3) for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_vae_decoder_stream_and_no_refiner():
+    bundle = online_bundle(decoder="vae", refiner=False)
+    chunks = list(session(bundle).chunks(2))
+    assert [c.frames.shape[0] for c in chunks] == [24, 24]
+    assert chunks[0].timings["refiner"] < 0.05
+
+
+def test_prompt_and_audio_changes_apply_at_chunk_boundaries():
+    bundle = online_bundle()
+    base = session(bundle)
+    other = session(bundle)
+    first = [base.step(), other.step()]
+    assert np.array_equal(first[0].frames, first[1].frames)
+    other.set_prompt("a completely different prompt")
+    a, b = base.step(), other.step()
+    assert not np.array_equal(a.frames, b.frames)
+    # listen audio arriving late still lands in the window of the chunk it belongs to
+    late = session(bundle)
+    late.push_audio("listen", tone(3.0, 440.0))
+    c, d = session(bundle).step(), late.step()
+    assert not np.array_equal(c.frames, d.frames)
+
+
+def test_memory_is_flat_over_a_long_stream():
+    bundle = online_bundle()
+    s = session(bundle)
+    sizes, buffered = [], []
+    for _ in range(8):
+        s.push_audio("speak", tone(1.0))
+        s.step()
+        sizes.append(s.stepper.backbone_cache.nbytes() + s.stepper.refiner_cache.nbytes())
+        buffered.append(len(s.audio["speak"].samples))
+        assert s.stepper.backbone_cache.next_frame_offset() <= 2 * bundle.cfg.latents_per_chunk
+    assert len(set(sizes[2:])) == 1
+    assert len(set(buffered[2:])) == 1  # audio pushed ahead stays bounded, history is dropped
+
+
+def test_audio_buffer_windows_and_trimming():
+    buf = _AudioBuffer(window=30, chunk=10)
+    buf.push(np.arange(1, 26, dtype=np.float32))
+    w0 = buf.window_for(0)
+    assert np.array_equal(w0[:20], np.zeros(20)) and np.array_equal(w0[20:], np.arange(1, 11))
+    w1 = buf.window_for(1)
+    assert np.array_equal(w1[10:], np.arange(1, 21))
+    w2 = buf.window_for(2)
+    assert np.array_equal(w2[:25], np.arange(1, 26)) and not w2[25:].any()  # not yet arrived
+    assert buf.start > 0  # samples no window will read again are dropped
+
+
+def test_chunk_stepper_is_deterministic_and_noisy_history_differs_from_clean():
+    bundle = online_bundle()
+    s = session(bundle)
+    cond = s.conditions(0)
+    shape = s.latent_shape
+    refs = None
+    runs = []
+    for sigma in (0.1, 0.1, 0.0):
+        stepper = ChunkStepper(
+            bundle.transformer, bundle.refiner, refs, OnlineSchedule(history_sigma=sigma), seed=3
+        )
+        runs.append([stepper.step(cond, shape, torch.device("cpu")) for _ in range(2)])
+    assert torch.equal(runs[0][1], runs[1][1])
+    assert not torch.allclose(runs[0][1], runs[2][1])
+
+
+def test_errors_are_clear_and_pipeline_failures_surface():
+    offline = tiny_bundle(decoder="light")
+    with pytest.raises(ValueError, match="not an online model"):
+        StreamingSession(offline, face())
+    s = session(online_bundle())
+    with pytest.raises(ValueError, match="speak' or 'listen"):
+        s.push_audio("partner", tone(1.0))
+    with pytest.raises(ValueError, match="descending"):
+        OnlineSchedule(backbone_timesteps=(500.0, 900.0))
+
+    def broken(_latents):
+        raise RuntimeError("decoder exploded")
+
+    s.decode = broken
+    with pytest.raises(RuntimeError, match="decoder exploded"):
+        list(s.chunks(3, pipelined=True))
