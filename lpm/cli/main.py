@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import typer
 
-from lpm.cli import convert, data, model
+from lpm.cli import bench, convert, data, model
+from lpm.cli.generate import generate
+from lpm.cli.train import train
 
 app = typer.Typer(
     name="lpm",
@@ -20,6 +22,9 @@ app = typer.Typer(
 app.add_typer(model.app, name="model")
 app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")
+app.add_typer(bench.app, name="bench")
+app.command("train")(train)
+app.command("generate")(generate)
 
 
 def main() -> None:

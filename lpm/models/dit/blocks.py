@@ -238,7 +238,9 @@ class LPMBlock(nn.Module):
 
         h = (per_frame(self.norm3(x)) * (1 + c_scale) + c_shift).view(b, n, d).type_as(x)
         ff = self.ffn(h)
-        return (per_frame(x) + per_frame(ff) * c_gate).view(b, n, d).type_as(x)
+        # Expand the gate to tokens so the block returns a fresh tensor, not a view (FSDP2).
+        gate_tokens = c_gate.expand(b, frames, ctx.tokens_per_frame, d).reshape(b, n, d)
+        return (x.float() + ff.float() * gate_tokens).type_as(x)
 
 
 class Head(nn.Module):

@@ -1,0 +1,70 @@
+"""Training throughput of `lpm-nano` on this machine: optimiser steps/s and samples/s.
+
+A 1-s clip at 128x128 is latents (16, 6, 16, 16): 6 latent frames of 8x8 = 64 tokens each after
+the (1, 2, 2) patch, plus one token frame per reference. Steps run in-process through
+`Trainer.train_step` (no checkpoints), in the ``listen`` stage (both audio streams, first-frame
+reference) and the ``long`` stage (global reference, sometimes body / expression references,
+clean context frames). The last stdout line is one JSON object.
+
+    python benchmarks/train_speed.py [--batch-sizes 1 2] [--steps 5] [--warmup 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+import torch
+
+from lpm.parallel import init_distributed
+from lpm.train import Trainer, apply_overrides, get_recipe
+
+
+def measure(batch_size: int, stage: str, steps: int, warmup: int) -> dict:
+    recipe = apply_overrides(
+        get_recipe("nano-base"),
+        [
+            f"batch_size={batch_size}",
+            "latent_shape=6,16,16",
+            "checkpoint_every=0",
+            "dataset_size=256",
+        ],
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(recipe, tmp, dist_info=init_distributed(), progress=False)
+        names = [s.name for s in recipe.stages]
+        trainer.step = sum(s.steps for s in recipe.stages[: names.index(stage)])
+        for _ in range(warmup):
+            trainer.train_step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        elapsed = time.perf_counter() - start
+    return {
+        "model": recipe.model, "stage": stage, "batch_size": batch_size,
+        "latents": [16, *recipe.latent_shape], "steps_per_s": steps / elapsed,
+        "samples_per_s": steps * batch_size / elapsed, "s_per_step": elapsed / steps,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stages", nargs="+", default=["listen", "long"])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    rows = [measure(b, s, args.steps, args.warmup) for s in args.stages for b in args.batch_sizes]
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"lpm-nano training throughput on {device}, torch {torch.__version__}")
+    print(f"{'stage':<8} {'batch':>5} {'steps/s':>9} {'samples/s':>10} {'s/step':>8}")
+    for r in rows:
+        print(f"{r['stage']:<8} {r['batch_size']:>5} {r['steps_per_s']:>9.3f} "
+              f"{r['samples_per_s']:>10.3f} {r['s_per_step']:>8.3f}")  # fmt: skip
+    print(json.dumps({"device": device, "torch": torch.__version__, "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""Turn a `TrainBatch` into one flow-matching training problem for a curriculum stage.
+
+Legend: B batch, C latent channels, F latent frames, h, w latent grid, R references.
+
+Randomness is drawn from generators seeded by (seed, step) for choices shared by the batch
+(which reference kinds are present: `References` kinds are per batch) and by (seed, step,
+dataset index) for per-sample choices (noise level, noise, condition dropout, context length).
+Nothing depends on the rank, the local batch size or global RNG state, so 1 process and N
+processes with the same global batch, and a resumed run, draw exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lpm.config import REFERENCE_TYPES
+from lpm.diffusion import add_noise, sample_training_sigmas, sigma_to_timestep
+from lpm.models.dit.model import References
+from lpm.train.batch import TrainBatch, mix_seed
+from lpm.train.recipes import StageRecipe, TrainRecipe
+
+
+@dataclass(kw_only=True)
+class FlowProblem:
+    """Inputs and targets of one training forward."""
+
+    x0: torch.Tensor
+    """(B, C, F, h, w) clean latents."""
+    noise: torch.Tensor
+    """(B, C, F, h, w) standard normal noise."""
+    sigma: torch.Tensor
+    """(B, F) noise level per frame (0 on clean context frames)."""
+    x_t: torch.Tensor
+    """(B, C, F, h, w) noisy model input."""
+    loss_mask: torch.Tensor
+    """(B, F) bool: frames that carry a denoising target."""
+    model_kwargs: dict[str, Any]
+    """Keyword arguments for `LPMTransformer.forward` besides x and timestep."""
+
+    @property
+    def timestep(self) -> torch.Tensor:
+        """(B, F) network timesteps in [0, 1000]."""
+        return sigma_to_timestep(self.sigma)
+
+
+def choose_reference_kinds(
+    stage: StageRecipe, available: tuple[tuple[str, int], ...], g: torch.Generator
+) -> list[tuple[str, int]]:
+    """The identity references used this step: global with ``global_reference_prob``; then, with
+    ``extra_reference_prob``, a random non-empty subset of body views and of expressions."""
+    chosen: list[tuple[str, int]] = []
+    u_global, u_extra = torch.rand(2, generator=g, dtype=torch.float64).tolist()
+    if ("global", 0) not in available or u_global >= stage.global_reference_prob:
+        return chosen
+    chosen.append(("global", 0))
+    if u_extra >= stage.extra_reference_prob:
+        return chosen
+    for kind in ("body", "expression"):
+        subs = [k for k in available if k[0] == kind]
+        if subs:
+            n = int(torch.randint(1, len(subs) + 1, (1,), generator=g))
+            pick = torch.randperm(len(subs), generator=g)[:n].sort().values.tolist()
+            chosen.extend(subs[i] for i in pick)
+    return chosen
+
+
+def _references(batch: TrainBatch, stage: StageRecipe, g: torch.Generator) -> References | None:
+    kinds: list[tuple[str, int]] = []
+    latents: list[torch.Tensor] = []
+    if stage.first_frame_reference:
+        kinds.append(("first_frame", 0))
+        latents.append(batch.latents[:, :, :1])
+    for kind in choose_reference_kinds(stage, batch.reference_kinds, g):
+        r = batch.reference_kinds.index(kind)
+        kinds.append(kind)
+        latents.append(batch.references[:, :, r : r + 1])
+    if not kinds:
+        return None
+    assert all(k in REFERENCE_TYPES for k, _ in kinds)
+    return References(latents=torch.cat(latents, dim=2), kinds=tuple(kinds))
+
+
+def _per_sample(recipe: TrainRecipe, stage: StageRecipe, step: int, index: int, shape, frames: int):
+    """Noise level, noise, dropout flags and context length of one sample."""
+    g = torch.Generator().manual_seed(mix_seed(recipe.seed, step, index, 3))
+    sigma = sample_training_sigmas(
+        (1,), g, method=recipe.timestep_sampling, shift=recipe.shift, dtype=torch.float32
+    )
+    noise = torch.randn(shape, generator=g)
+    u_text, u_audio, u_ctx = torch.rand(3, generator=g, dtype=torch.float64).tolist()
+    lo, hi = stage.context_frames
+    n_ctx = int(torch.randint(lo, hi + 1, (1,), generator=g)) if hi > 0 else 0
+    if u_ctx < stage.context_drop_prob:
+        n_ctx = 0
+    return (
+        sigma,
+        noise,
+        u_text < recipe.text_drop_prob,
+        u_audio < recipe.audio_drop_prob,
+        min(n_ctx, frames - 1),
+    )
+
+
+def build_problem(
+    batch: TrainBatch, recipe: TrainRecipe, stage: StageRecipe, step: int
+) -> FlowProblem:
+    """The noisy input, target and model conditions of ``batch`` at optimiser step ``step``."""
+    x0 = batch.latents.float()
+    b, _, f = x0.shape[:3]
+    draws = [_per_sample(recipe, stage, step, int(i), x0.shape[1:], f) for i in batch.indices]
+    sigma_b = torch.cat([d[0] for d in draws])
+    noise = torch.stack([d[1] for d in draws]).to(x0.device)
+    drop_text = torch.tensor([d[2] for d in draws], dtype=torch.bool)
+    drop_audio = torch.tensor([d[3] for d in draws], dtype=torch.bool)
+    n_ctx = torch.tensor([d[4] for d in draws])
+    context = torch.arange(f)[None, :] < n_ctx[:, None]  # (B, F)
+    sigma = torch.where(context, 0.0, sigma_b[:, None].expand(b, f)).to(x0.device)
+    g_step = torch.Generator().manual_seed(mix_seed(recipe.seed, step, 5))
+    kwargs: dict[str, Any] = {
+        "text": batch.text.float(),
+        "text_mask": batch.text_mask,
+        "speak_audio": batch.speak_audio.float(),
+        "listen_audio": batch.listen_audio.float() if stage.listen_audio else None,
+        "references": _references(batch, stage, g_step),
+        "drop_text": drop_text.to(x0.device),
+        "drop_audio": drop_audio.to(x0.device),
+    }
+    batch.flags.update(drop_text=drop_text, drop_audio=drop_audio, context_frames=n_ctx)
+    return FlowProblem(
+        x0=x0, noise=noise, sigma=sigma, x_t=add_noise(x0, noise, sigma),
+        loss_mask=~context.to(x0.device), model_kwargs=kwargs,
+    )  # fmt: skip

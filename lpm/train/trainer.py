@@ -1,0 +1,227 @@
+"""The flow-matching trainer for Base LPM.
+
+One optimiser step (see `Trainer.train_step`):
+  1. sample this rank's slice of the global batch (`StageSampler`), collate, move to device;
+  2. build the problem (`build_problem`): per-sample noise level with Wan's shift, noise,
+     clean context frames, condition dropout, references for the curriculum stage;
+  3. predict the velocity (bf16 autocast on CUDA only) and take the fp32 MSE to ``eps - x0``
+     over target frames, averaged per sample then over the batch;
+  4. backward, clip the global gradient norm, AdamW, LR schedule, EMA.
+
+The run directory holds ``recipe.json`` and ``run.json`` (git revision, world size, device),
+``metrics.jsonl``, ``loss.png`` / ``lr.png`` and ``checkpoints/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lpm.diffusion import flow_matching_loss
+from lpm.models.dit.model import LPMTransformer
+from lpm.parallel import DistInfo, all_reduce_mean, barrier, full_tensor, parallelize
+from lpm.train.batch import Dataset, StageSampler, SyntheticDataset, collate
+from lpm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
+from lpm.train.conditioning import build_problem
+from lpm.train.determinism import seed_everything, set_deterministic
+from lpm.train.ema import EMA
+from lpm.train.metrics import MetricsLog, git_revision, plot_metrics
+from lpm.train.recipes import TrainRecipe
+from lpm.train.schedule import build_optimizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class TrainResult:
+    """Summary of a finished `Trainer.fit`."""
+
+    steps: int
+    """Optimiser steps completed in total (including those before a resume)."""
+    final_loss: float
+    """Loss of the last step."""
+    steps_per_s: float
+    """Optimiser steps per second over this process's run (excluding set-up)."""
+    checkpoint: Path | None
+    """The final checkpoint."""
+
+
+def build_dataset(recipe: TrainRecipe) -> Dataset:
+    """The recipe's data source."""
+    if recipe.data == "synthetic":
+        return SyntheticDataset(
+            recipe.model_config(), size=recipe.dataset_size, latent_shape=recipe.latent_shape,
+            seed=recipe.seed,
+        )  # fmt: skip
+    raise ValueError(f"data={recipe.data!r} has no loader")
+
+
+class Trainer:
+    """Owns the model, optimiser, EMA, data order and run directory of one training run."""
+
+    def __init__(
+        self, recipe: TrainRecipe, run_dir: str | Path, *, dist_info: DistInfo,
+        resume: bool = False, dataset: Dataset | None = None, progress: bool = True,
+    ) -> None:  # fmt: skip
+        self.recipe, self.dist, self.progress = recipe, dist_info, progress
+        self.run_dir = Path(run_dir)
+        self.cfg = recipe.model_config()
+        set_deterministic(recipe.deterministic)
+        seed_everything(recipe.seed)
+        self.device = dist_info.device
+        self.bf16 = self.device.type == "cuda" and recipe.mixed_precision == "bf16"
+        model = LPMTransformer(self.cfg).to(self.device)
+        self.model = parallelize(
+            model, fsdp=dist_info.world_size > 1,
+            activation_checkpointing=recipe.activation_checkpointing, compile=recipe.compile,
+            mixed_precision="bf16" if self.bf16 else None,
+        )  # fmt: skip
+        self.optimizer, self.scheduler = build_optimizer(self.model, recipe)
+        self.ema = EMA(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+        self.dataset = dataset if dataset is not None else build_dataset(recipe)
+        self.sampler = StageSampler(
+            self.dataset, [s.categories for s in recipe.stages], global_batch=recipe.batch_size,
+            rank=dist_info.rank, world_size=dist_info.world_size, seed=recipe.seed,
+        )  # fmt: skip
+        self.metrics = MetricsLog(self.run_dir)
+        self.step = 0
+        self._prepare_run_dir(resume)
+
+    # ---- set-up ----------------------------------------------------------------------------
+    def _prepare_run_dir(self, resume: bool) -> None:
+        existing = latest_checkpoint(self.run_dir)
+        if existing is not None and not resume:
+            raise ValueError(
+                f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass --resume "
+                "to continue it or choose another --out"
+            )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "recipe.json").write_text(self.recipe.to_json())
+            run = {
+                "git_revision": git_revision(), "world_size": self.dist.world_size,
+                "device": str(self.device), "torch": torch.__version__,
+                "model_config": self.cfg.to_dict(),
+                "resumed_from": existing.name if existing else None,
+            }  # fmt: skip
+            (self.run_dir / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
+        barrier()
+        if existing is None:
+            if self.dist.is_main and self.metrics.path.exists():
+                self.metrics.path.unlink()
+            return
+        state = load_checkpoint(existing, model=self.model, optimizer=self.optimizer, ema=self.ema,
+                                dist_info=self.dist)  # fmt: skip
+        self.scheduler.load_state_dict(state.scheduler)
+        self.sampler.load_state_dict(state.sampler)
+        self.step = state.step
+        if self.dist.is_main:
+            self.metrics.truncate(self.step)
+        log.info("resumed from %s at step %d", existing, self.step)
+        barrier()
+
+    # ---- one step ----------------------------------------------------------------------------
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def train_step(self) -> dict[str, Any]:
+        """Run optimiser step ``self.step`` and return its metrics (loss averaged over ranks)."""
+        recipe, step = self.recipe, self.step
+        stage_index, stage = recipe.stage_at(step)
+        indices = self.sampler.next_indices(stage_index)
+        batch = collate([self.dataset[i] for i in indices]).to(self.device)
+        problem = build_problem(batch, recipe, stage, step)
+        self.model.train()
+        with self._autocast():
+            v_pred = self.model(problem.x_t, problem.timestep, **problem.model_kwargs)
+        per_sample = flow_matching_loss(
+            v_pred, problem.x0, problem.noise, mask=problem.loss_mask, reduction="none"
+        )
+        loss = per_sample.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
+        grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.step += 1
+        return {
+            "step": self.step, "stage": stage.name, "loss": float(all_reduce_mean(loss.detach())),
+            "grad_norm": float(grad_norm), "lr": lr,
+            "samples": self.step * recipe.batch_size,
+        }  # fmt: skip
+
+    # ---- loop --------------------------------------------------------------------------------
+    #: Plots are redrawn with a checkpoint at most this often (seconds), and always at the end.
+    plot_interval_s = 60.0
+
+    def save(self, *, plot: bool = True) -> Path:
+        """Checkpoint the current step (collective); redraw the plots if ``plot``."""
+        state = TrainerState(
+            step=self.step, sampler=self.sampler.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            ema_updates=self.ema.updates if self.ema is not None else 0,
+            world_size=self.dist.world_size,
+        )  # fmt: skip
+        path = save_checkpoint(
+            self.run_dir, step=self.step, cfg=self.cfg, model=self.model, optimizer=self.optimizer,
+            ema=self.ema, state=state, dist_info=self.dist, keep=self.recipe.keep_checkpoints,
+        )  # fmt: skip
+        if self.dist.is_main and plot:
+            plot_metrics(self.run_dir, self.metrics.read())
+        return path
+
+    def fit(self) -> TrainResult:
+        """Train until the recipe's last step, logging and checkpointing on the way."""
+        recipe, total = self.recipe, self.recipe.total_steps
+        bar = None
+        if self.dist.is_main and self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=total, initial=self.step, desc=recipe.name, unit="step", dynamic_ncols=True
+            )
+        start, start_step, record, path = time.perf_counter(), self.step, None, None
+        last_plot = start
+        try:
+            while self.step < total:
+                record = self.train_step()
+                elapsed = time.perf_counter() - start
+                record["elapsed_s"] = elapsed
+                record["steps_per_s"] = (self.step - start_step) / max(elapsed, 1e-9)
+                last = self.step == total
+                if self.dist.is_main and (self.step % recipe.log_every == 0 or last):
+                    self.metrics.append(record)
+                    if bar is not None:
+                        bar.set_postfix(stage=record["stage"], loss=f"{record['loss']:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                ckpt_due = recipe.checkpoint_every and self.step % recipe.checkpoint_every == 0
+                if ckpt_due or last:
+                    plot = last or time.perf_counter() - last_plot > self.plot_interval_s
+                    path = self.save(plot=plot)
+                    last_plot = time.perf_counter() if plot else last_plot
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - start
+        return TrainResult(
+            steps=self.step, final_loss=record["loss"] if record else float("nan"),
+            steps_per_s=(self.step - start_step) / max(elapsed, 1e-9),
+            checkpoint=path or latest_checkpoint(self.run_dir),
+        )  # fmt: skip

@@ -1,0 +1,188 @@
+"""EMA, LR schedule, data order, conditioning, checkpoints and the run directory."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from lpm.parallel import DistInfo
+from lpm.train import (
+    EMA,
+    StageSampler,
+    SyntheticDataset,
+    Trainer,
+    apply_overrides,
+    build_problem,
+    collate,
+    get_recipe,
+    lr_factor,
+)
+from lpm.train.checkpoint import latest_checkpoint, list_checkpoints
+
+SINGLE = DistInfo()
+
+
+def tiny(*sets: str):
+    return apply_overrides(get_recipe("test-tiny"), list(sets))
+
+
+def test_ema_math():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema = EMA(model, decay=0.9)
+    expected = 1.0
+    for value in (2.0, 4.0, 0.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        d = min(0.9, (1 + ema.updates) / (10 + ema.updates))
+        expected = d * expected + (1 - d) * value
+        ema.update(model)
+        assert ema.shadow[0][0, 0].item() == pytest.approx(expected, rel=1e-6)
+    assert ema.current_decay() == pytest.approx(14 / 23)  # still warming up after 13 updates
+    ema.updates = 1000
+    assert ema.current_decay() == 0.9
+    state = ema.full_state_dict()
+    other = EMA(model, decay=0.9)
+    other.load_full_state_dict(state, ema.updates)
+    assert torch.equal(state["weight"], ema.shadow[0])
+    assert torch.equal(other.shadow[0], ema.shadow[0]) and other.updates == ema.updates
+
+
+def test_lr_schedule_shape():
+    kw = dict(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    lrs = [lr_factor(s, **kw) for s in range(110)]
+    assert lrs[:10] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert lrs[10] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # monotone decay
+    assert lrs[-1] == pytest.approx(0.1)
+    assert lrs[60] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 50 / 99)))
+    assert lr_factor(5, warmup_steps=0, total_steps=5, min_ratio=0.0) == pytest.approx(0.0)
+
+
+def test_sampler_is_deterministic_rank_aware_and_resumable():
+    recipe = tiny()
+    data = SyntheticDataset(recipe.model_config(), size=40, latent_shape=(2, 4, 4), seed=1)
+    stages = [("speak", "silence"), ("listen", "speak", "silence", "conversation")]
+    whole = StageSampler(data, stages, global_batch=4, seed=3)
+    ranks = [
+        StageSampler(data, stages, global_batch=4, rank=r, world_size=2, seed=3) for r in (0, 1)
+    ]
+    seen = []
+    for step in range(30):
+        stage = 0 if step < 12 else 1
+        batch = whole.next_indices(stage)
+        assert ranks[0].next_indices(stage) + ranks[1].next_indices(stage) == batch
+        assert all(data.category(i) in stages[stage] for i in batch)
+        seen.append(batch)
+        if step == 17:
+            saved = whole.state_dict()
+    resumed = StageSampler(data, stages, global_batch=4, seed=3)
+    resumed.load_state_dict(saved)
+    assert [resumed.next_indices(1) for _ in range(12)] == seen[18:]
+    with pytest.raises(ValueError, match="divisible by the world size"):
+        StageSampler(data, stages, global_batch=3, world_size=2)
+
+
+def test_synthetic_dataset_is_index_deterministic():
+    cfg = tiny().model_config()
+    a = SyntheticDataset(cfg, size=8, latent_shape=(2, 4, 4), seed=0)
+    b = SyntheticDataset(cfg, size=8, latent_shape=(2, 4, 4), seed=0)
+    s = a[5]
+    assert torch.equal(s.latents, b[5].latents) and s.latents.shape == (16, 2, 4, 4)
+    assert s.speak_audio.shape == (8, cfg.audio_dim) and s.text.shape == (
+        cfg.text_len,
+        cfg.text_dim,
+    )
+    assert not torch.equal(a[4].latents, s.latents)
+
+
+def test_conditioning_follows_the_stage():
+    recipe = tiny("text_drop_prob=0.5", "audio_drop_prob=0.5")
+    data = SyntheticDataset(recipe.model_config(), size=64, latent_shape=(6, 4, 4), seed=0)
+    batch = collate([data[i] for i in range(64)])
+    speak, _, identity, long = recipe.stages
+    p = build_problem(batch, recipe, speak, step=0)
+    assert p.model_kwargs["listen_audio"] is None
+    assert p.model_kwargs["references"].kinds == (("first_frame", 0),)
+    assert p.loss_mask.all() and (p.sigma > 0).all()
+    assert 16 < int(p.model_kwargs["drop_text"].sum()) < 48  # per-sample, about half
+    assert torch.equal(build_problem(batch, recipe, speak, step=0).x_t, p.x_t)  # deterministic
+    assert not torch.equal(build_problem(batch, recipe, speak, step=1).noise, p.noise)
+    kinds = build_problem(batch, recipe, identity, step=3).model_kwargs["references"].kinds
+    assert kinds[:2] == (("first_frame", 0), ("global", 0))
+    q = build_problem(batch, recipe, long, step=0)
+    assert q.model_kwargs["references"].kinds[0] == ("global", 0)
+    n_ctx = (~q.loss_mask).sum(1)
+    assert set(n_ctx.tolist()) <= {0, 2, 3, 4, 5} and (n_ctx == 0).any() and (n_ctx >= 2).any()
+    assert torch.equal(q.sigma == 0, ~q.loss_mask)
+    ctx = ~q.loss_mask
+    assert torch.equal(q.x_t.permute(0, 2, 1, 3, 4)[ctx], q.x0.permute(0, 2, 1, 3, 4)[ctx])
+
+
+def test_run_dir_metrics_plots_and_checkpoint_round_trip(tmp_path):
+    recipe = tiny("steps=6", "checkpoint_every=3", "keep_checkpoints=1")
+    run = tmp_path / "run"
+    trainer = Trainer(recipe, run, dist_info=SINGLE, progress=False)
+    result = trainer.fit()
+    assert result.steps == 6 and math.isfinite(result.final_loss)
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 7))
+    assert {"loss", "lr", "grad_norm", "stage", "steps_per_s"} <= set(records[0])
+    for name in ("loss.png", "lr.png"):
+        assert (run / name).read_bytes()[:4] == b"\x89PNG"
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["world_size"] == 1 and "git_revision" in meta
+    assert json.loads((run / "recipe.json").read_text())["name"] == "test-tiny"
+    assert [p.name for p in list_checkpoints(run)] == ["step-00000006"]  # keep_checkpoints=1
+
+    rng_at_save = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)
+    resumed = Trainer(recipe, run, dist_info=SINGLE, progress=False, resume=True)
+    assert torch.equal(torch.get_rng_state(), rng_at_save[0])
+    assert (np.random.get_state()[1] == rng_at_save[1]).all() and random.getstate() == rng_at_save[
+        2
+    ]
+    assert resumed.step == 6 and resumed.sampler.state_dict() == trainer.sampler.state_dict()
+    for a, b in zip(trainer.model.parameters(), resumed.model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(trainer.ema.shadow, resumed.ema.shadow, strict=True):
+        assert torch.equal(a, b)
+    assert resumed.scheduler.get_last_lr() == trainer.scheduler.get_last_lr()
+    with pytest.raises(ValueError, match="--resume"):
+        Trainer(recipe, run, dist_info=SINGLE, progress=False)
+    assert latest_checkpoint(run).name == "step-00000006"
+
+
+def test_partial_checkpoints_are_ignored(tmp_path):
+    (tmp_path / "checkpoints" / ".step-00000009.partial").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "step-00000010").mkdir()  # no trainer.json: incomplete
+    assert latest_checkpoint(tmp_path) is None
+
+
+def test_activation_checkpointing_keeps_names_and_gradients():
+    from lpm.models.dit.model import LPMTransformer
+    from lpm.parallel import parallelize
+
+    recipe = tiny()
+    cfg = recipe.model_config()
+    data = SyntheticDataset(cfg, size=8, latent_shape=(6, 4, 4), seed=0)
+    problem = build_problem(collate([data[i] for i in range(2)]), recipe, recipe.stages[2], step=0)
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        model = LPMTransformer(cfg)
+        names = [n for n, _ in model.named_parameters()]
+        parallelize(model, fsdp=False, activation_checkpointing=checkpointing, compile=False,
+                    mixed_precision=None)  # fmt: skip
+        assert [n for n, _ in model.named_parameters()] == names
+        model(problem.x_t, problem.timestep, **problem.model_kwargs).square().mean().backward()
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b)
