@@ -42,3 +42,48 @@ def stage(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from err
     typer.echo(f"{len(entries)} {'scenes' if raw else 'clips'} in {out}")
+
+
+@app.command("encode")
+def encode(
+    data: Path = typer.Option(..., "--data", help="Dataset directory (manifest.jsonl + clips/)."),
+    out: Path = typer.Option(..., "--out", help="Cache directory (an existing one is resumed)."),
+    model: Path = typer.Option(
+        None, "--model", help="Bundle whose encoders to use (default: shipped)."
+    ),
+    shard_clips: int = typer.Option(64, "--shard-clips", help="Clips per safetensors shard."),
+    on_error: str = typer.Option("skip", "--on-error", help="skip (report, go on) or fail."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Cache VAE latents, audio and text features of a dataset into safetensors shards."""
+    from tqdm import tqdm
+
+    from lpm.data.encode import ClipEncoder, ClipError, EncodeConfig, encode_dataset
+    from lpm.inference.bundle import load_encoders, shipped_bundle_path
+
+    try:
+        spec, vae, text, audio = load_encoders(model or shipped_bundle_path())
+        cfg = EncodeConfig(data=data, out=out, shard_clips=shard_clips, on_error=on_error)
+        bar = tqdm(desc="encode", unit="clip", disable=not progress)
+
+        def tick(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = encode_dataset(cfg, ClipEncoder(vae, text, audio, spec.sample_rate), tick)
+        bar.close()
+    except (FileNotFoundError, ValueError, ClipError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(
+        f"encoded {report.encoded} clips ({report.already_done} already cached), "
+        f"skipped {len(report.skipped)}"
+    )
+    for clip, reason in report.skipped:
+        typer.echo(f"  skipped {clip}: {reason}")
+
+
+from lpm.cli.prep import prep as _prep  # noqa: E402
+
+app.command("prep")(_prep)

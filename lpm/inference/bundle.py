@@ -233,9 +233,7 @@ class ModelBundle:
     @classmethod
     def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
         """Load every component of a bundle directory (fp32 on ``device``)."""
-        from lpm.models.audio import LogMelConfig, LogMelFeatures, Wav2Vec2Features, load_wav2vec2
-        from lpm.models.text import NanoTextEncoder, NanoTextEncoderConfig, load_minilm, load_umt5
-        from lpm.models.vae import LightDecoder, LightDecoderConfig, load_wan_vae
+        from lpm.models.vae import LightDecoder, LightDecoderConfig
 
         root = Path(directory)
         if not (root / "bundle.json").is_file():
@@ -248,23 +246,9 @@ class ModelBundle:
             return (root / spec.paths.get(name, name)).expanduser()
 
         transformer = load_lpm_checkpoint(where("transformer"), device=device, dtype=torch.float32)
-        vae = load_wan_vae(where("vae"), device=device)
-        if spec.text_encoder == "nano":
-            text = _load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
-        elif spec.text_encoder == "umt5":
-            text = load_umt5(where("text_encoder"), max_length=transformer.cfg.text_len)
-        else:
-            text = load_minilm(spec.paths.get("text_encoder"))
-        if spec.audio_encoder == "logmel":
-            audio = LogMelFeatures(_read_config(LogMelConfig, where("audio_encoder")))
-        else:
-            backbone = load_wav2vec2(where("audio_encoder"), device=device)
-            audio = Wav2Vec2Features(
-                backbone, fps=transformer.cfg.fps, sample_rate=spec.sample_rate
-            )
-            weights = where("audio_encoder") / "layer_weights.safetensors"
-            if weights.is_file():
-                audio.load_state_dict(load_file(weights), strict=False)
+        vae, text, audio = _load_encoders(
+            spec, where, device, transformer.cfg.fps, transformer.cfg.text_len
+        )
         light = None
         if where("light_decoder").is_dir():
             light = _load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
@@ -279,6 +263,43 @@ class ModelBundle:
         if light is not None:
             light.to(device)
         return bundle.eval()
+
+
+def load_encoders(directory: str | Path, *, device: str | torch.device = "cpu"):
+    """(spec, vae, text encoder, audio encoder) of a bundle, without loading its transformer."""
+    from lpm.models.dit.checkpoint import load_lpm_config
+
+    root = Path(directory)
+    if not (root / "bundle.json").is_file():
+        raise FileNotFoundError(f"{root} is not an LPM bundle: it has no bundle.json")
+    spec = BundleSpec.from_file(root / "bundle.json")
+    where = lambda name: (root / spec.paths.get(name, name)).expanduser()
+    cfg = load_lpm_config(where("transformer"))
+    vae, text, audio = _load_encoders(spec, where, device, cfg.fps, cfg.text_len)
+    return spec, vae.eval(), text.eval(), audio.eval()
+
+
+def _load_encoders(spec: BundleSpec, where, device, fps: int, text_len: int):
+    from lpm.models.audio import LogMelConfig, LogMelFeatures, Wav2Vec2Features, load_wav2vec2
+    from lpm.models.text import NanoTextEncoder, NanoTextEncoderConfig, load_minilm, load_umt5
+    from lpm.models.vae import load_wan_vae
+
+    vae = load_wan_vae(where("vae"), device=device)
+    if spec.text_encoder == "nano":
+        text = _load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
+    elif spec.text_encoder == "umt5":
+        text = load_umt5(where("text_encoder"), max_length=text_len)
+    else:
+        text = load_minilm(spec.paths.get("text_encoder"))
+    if spec.audio_encoder == "logmel":
+        audio = LogMelFeatures(_read_config(LogMelConfig, where("audio_encoder")))
+    else:
+        backbone = load_wav2vec2(where("audio_encoder"), device=device)
+        audio = Wav2Vec2Features(backbone, fps=fps, sample_rate=spec.sample_rate)
+        weights = where("audio_encoder") / "layer_weights.safetensors"
+        if weights.is_file():
+            audio.load_state_dict(load_file(weights), strict=False)
+    return vae, text.to(device), audio.to(device)
 
 
 def _half_copy(model: LPMTransformer) -> LPMTransformer:

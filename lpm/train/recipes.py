@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from lpm.config import ModelConfig, get_model_config
 
-DataSource = Literal["synthetic"]
+DataSource = Literal["synthetic", "cache"]
 TimestepSampling = Literal["logit_normal", "uniform"]
 MixedPrecision = Literal["bf16", "none"]
 #: Data categories a sample may carry (DESIGN §5 semantic classes, simplified).
@@ -93,7 +93,10 @@ class TrainRecipe:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     """ModelConfig fields replaced on top of ``model`` (``--set model.dim=64``)."""
     data: DataSource = "synthetic"
-    """Data source. ``synthetic``: index-deterministic random tensors of the right shapes."""
+    """Data source. ``synthetic``: index-deterministic random tensors of the right shapes;
+    ``cache``: an `lpm data encode` cache at ``data_path``, cropped to ``latent_shape[0]``."""
+    data_path: str = ""
+    """Cache directory for ``data="cache"``."""
     dataset_size: int = 1024
     """Samples in the synthetic dataset."""
     latent_shape: tuple[int, int, int] = (6, 16, 16)

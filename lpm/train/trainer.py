@@ -61,6 +61,12 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
             recipe.model_config(), size=recipe.dataset_size, latent_shape=recipe.latent_shape,
             seed=recipe.seed,
         )  # fmt: skip
+    if recipe.data == "cache":
+        if not recipe.data_path:
+            raise ValueError("data='cache' needs data_path (--set data_path=DIR)")
+        from lpm.train.cache import CachedDataset
+
+        return CachedDataset(recipe.data_path, frames=recipe.latent_shape[0], seed=recipe.seed)
     raise ValueError(f"data={recipe.data!r} has no loader")
 
 

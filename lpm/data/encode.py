@@ -1,0 +1,268 @@
+"""Feature caching (`lpm data encode`) and the dataset that trains from the cache.
+
+Encoding turns clip directories (the Stage schema, `docs/stage.md`; real-footage output uses
+the same schema) into safetensors shards of everything training needs: VAE latents, per-frame
+speak/listen audio features, text features of the clip caption and reference latents.
+
+Legend: T video frames, F = T // 4 latent frames, C latent channels, h/w latent grid,
+R reference images, Lt text tokens, D feature width.
+
+Frame alignment (as `lpm.inference.pipeline`): a clip of T frames keeps its first 4F frames;
+frames 3 .. 4F-1 go through the causal VAE, so latent f covers video frames [4f, 4f + 4).
+
+Cache layout::
+
+    <out>/encode.json                 settings + encoder description (a rerun must match)
+    <out>/index.jsonl                 one line per encoded clip: id, shard, category, frames, kinds
+    <out>/shards/shard-00000.safetensors   tensors "<clip>.<name>"
+    <out>/errors.jsonl                clips that could not be encoded, with the reason
+
+`lpm.train.cache.CachedDataset` reads the cache back as training samples.
+
+Shards are written atomically and indexed only afterwards, so a killed run resumes by skipping
+indexed clips; a corrupt or missing file is reported with its path and skipped (counted and
+listed at the end) or fatal, as the user chooses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from lpm.config import BODY_VIEWS
+from lpm.data.stage.schema import EXPRESSIONS
+
+log = logging.getLogger(__name__)
+
+MODE_TO_CATEGORY = {"conversation": "conversation", "speak": "speak", "listen": "listen",
+                    "idle": "silence"}  # fmt: skip
+ENCODE_VERSION = 1
+
+
+def reference_files() -> list[tuple[str, tuple[str, int]]]:
+    """(file name under refs/, (kind, subtype)) of every reference a clip may carry."""
+    files = [("global_0.png", ("global", 0))]
+    files += [(f"view_{v}.png", ("body", i)) for i, v in enumerate(BODY_VIEWS)]
+    files += [(f"expr_{e}.png", ("expression", i)) for i, e in enumerate(EXPRESSIONS)]
+    return files
+
+
+class ClipError(ValueError):
+    """A clip that cannot be encoded; the message names the file and what is wrong."""
+
+
+@dataclass(kw_only=True)
+class EncodeConfig:
+    """Settings of one `lpm data encode` run."""
+
+    data: Path
+    """Dataset directory holding manifest.jsonl and clips/."""
+    out: Path
+    """Cache directory."""
+    shard_clips: int = 64
+    """Clips per shard file."""
+    on_error: Literal["skip", "fail"] = "skip"
+    """``skip``: report and continue; ``fail``: stop at the first bad clip."""
+
+    def __post_init__(self) -> None:
+        self.data, self.out = Path(self.data), Path(self.out)
+        if self.shard_clips < 1:
+            raise ValueError(f"shard_clips={self.shard_clips} must be >= 1")
+        if self.on_error not in ("skip", "fail"):
+            raise ValueError(f"on_error={self.on_error!r} must be 'skip' or 'fail'")
+
+
+@dataclass
+class EncodeReport:
+    encoded: int = 0
+    already_done: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(clip directory, reason) of every clip that could not be encoded."""
+
+
+class ClipEncoder:
+    """Encodes one clip directory with a bundle's VAE, text and audio encoders."""
+
+    def __init__(self, vae, text_encoder, audio_encoder, sample_rate: int, span: int = 4) -> None:
+        self.vae, self.text, self.audio = vae, text_encoder, audio_encoder
+        self.sample_rate, self.span = sample_rate, span
+
+    def describe(self) -> dict:
+        return {
+            "version": ENCODE_VERSION,
+            "vae_z_dim": int(self.vae.z_dim),
+            "text_dim": int(getattr(self.text, "dim", 0)),
+            "audio_encoder": type(self.audio).__name__,
+            "sample_rate": self.sample_rate,
+        }
+
+    @torch.no_grad()
+    def __call__(self, clip_dir: Path, category: str) -> dict[str, torch.Tensor | list]:
+        from lpm.media import read_image, read_video
+        from lpm.models.audio import AudioLoadError, load_audio
+
+        try:
+            frames, _ = read_video(clip_dir / "video.mp4")
+        except (FileNotFoundError, ValueError) as err:
+            raise ClipError(str(err)) from None
+        n_lat = len(frames) // self.span
+        if n_lat < 1:
+            raise ClipError(
+                f"{clip_dir / 'video.mp4'} has {len(frames)} frames; need >= {self.span}"
+            )
+        video = _to_video(frames[self.span - 1 : n_lat * self.span])
+        latents = self.vae.encode(video)[0]  # (C, F, h, w)
+        audio = {}
+        for name in ("speak", "listen"):
+            path = clip_dir / f"{name}.wav"
+            try:
+                wave = load_audio(path, self.sample_rate, allow_silent=True)
+            except (FileNotFoundError, AudioLoadError) as err:
+                raise ClipError(f"{path}: {err}") from None
+            wave_t = torch.from_numpy(wave)[None]
+            audio[name] = self.audio(wave_t, n_lat * self.span)[0].float()
+        text, mask = self.text.encode([_caption(clip_dir)])
+        kinds, refs = [], []
+        for fname, kind in reference_files():
+            path = clip_dir / "refs" / fname
+            if path.is_file():
+                try:
+                    image = read_image(path)
+                except ValueError as err:
+                    raise ClipError(str(err)) from None
+                refs.append(self.vae.encode(_to_video(image[None]))[0])
+                kinds.append(kind)
+        out = {
+            "latents": latents.float(),
+            "speak_audio": audio["speak"],
+            "listen_audio": audio["listen"],
+            "text": text[0].float(),
+            "text_mask": mask[0],
+            "references": torch.cat(refs, dim=1).float() if refs else latents[:, :0].float(),
+            "kinds": kinds,
+        }
+        for key in ("latents", "speak_audio", "listen_audio", "text", "references"):
+            if not torch.isfinite(out[key]).all():
+                raise ClipError(f"{clip_dir}: non-finite {key} after encoding")
+        return out
+
+
+def _to_video(frames_thwc: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 -> (1, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames_thwc).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+
+
+def _caption(clip_dir: Path) -> str:
+    path = clip_dir / "captions.json"
+    try:
+        data = json.loads(path.read_text())
+        return str(data["dense"][0]["text"])
+    except (OSError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+        raise ClipError(f"{path} has no dense caption: {err}") from None
+
+
+def _manifest(data: Path) -> list[dict]:
+    path = data / "manifest.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{data} has no manifest.jsonl; build one with `lpm data stage`")
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    try:
+        return [json.loads(ln) for ln in lines]
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSONL: {err}") from None
+
+
+def encode_dataset(
+    cfg: EncodeConfig, encoder: ClipEncoder, progress: Callable[[int, int], None] | None = None
+) -> EncodeReport:
+    """Encode every clip of ``cfg.data`` not yet in the cache (see the module docstring)."""
+    entries = _manifest(cfg.data)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    _check_settings(
+        cfg.out / "encode.json", {"data": str(cfg.data.resolve()), **encoder.describe()}
+    )
+    index_path = cfg.out / "index.jsonl"
+    done = {json.loads(ln)["clip"] for ln in _lines(index_path)}
+    shards = sorted((cfg.out / "shards").glob("shard-*.safetensors"))
+    next_shard = len(shards)
+    report = EncodeReport(already_done=len(done))
+    pending: dict[str, torch.Tensor] = {}
+    pending_index: list[dict] = []
+
+    def flush() -> None:
+        nonlocal next_shard, pending, pending_index
+        if not pending_index:
+            return
+        name = f"shard-{next_shard:05d}.safetensors"
+        _atomic_save(pending, cfg.out / "shards" / name)
+        with index_path.open("a") as fh:
+            for entry in pending_index:
+                fh.write(json.dumps({**entry, "shard": name}) + "\n")
+        next_shard += 1
+        pending, pending_index = {}, []
+
+    todo = [e for e in entries if e["dir"] not in done]
+    for i, entry in enumerate(todo):
+        clip_dir = cfg.data / entry["dir"]
+        category = MODE_TO_CATEGORY.get(entry.get("mode", ""), "conversation")
+        try:
+            enc = encoder(clip_dir, category)
+        except ClipError as err:
+            if cfg.on_error == "fail":
+                raise
+            report.skipped.append((str(clip_dir), str(err)))
+            with (cfg.out / "errors.jsonl").open("a") as fh:
+                fh.write(json.dumps({"clip": entry["dir"], "error": str(err)}) + "\n")
+            log.warning("skipped %s: %s", clip_dir, err)
+            continue
+        key = entry["dir"].replace("/", "_")
+        for name, value in enc.items():
+            if name != "kinds":
+                pending[f"{key}.{name}"] = value.contiguous()
+        pending_index.append({"clip": entry["dir"], "key": key, "category": category,
+                              "frames": int(enc["latents"].shape[1]),
+                              "kinds": [list(k) for k in enc["kinds"]]})  # fmt: skip
+        report.encoded += 1
+        if len(pending_index) >= cfg.shard_clips:
+            flush()
+        if progress is not None:
+            progress(i + 1, len(todo))
+    flush()
+    return report
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+def _check_settings(path: Path, settings: dict) -> None:
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            raise ValueError(
+                f"{path.parent} was encoded with other settings ({', '.join(diff)} differ); "
+                "use a new --out directory"
+            )
+        return
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True))
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        save_file(tensors, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

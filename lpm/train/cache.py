@@ -1,0 +1,65 @@
+"""Training samples read from an `lpm data encode` cache (see `lpm.data.encode`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from lpm.train.batch import TrainSample, mix_seed
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+class CachedDataset:
+    """Training samples from an encode cache, cropped to ``frames`` latent frames.
+
+    The crop start of sample ``i`` is a function of (seed, i), so ``__getitem__`` is
+    deterministic in the index as the `Dataset` protocol requires.
+    """
+
+    def __init__(self, root: str | Path, *, frames: int, seed: int = 0, span: int = 4) -> None:
+        self.root = Path(root)
+        entries = [json.loads(ln) for ln in _lines(self.root / "index.jsonl")]
+        if not entries:
+            raise FileNotFoundError(f"{self.root} holds no encoded clips (run `lpm data encode`)")
+        self.entries = [e for e in entries if e["frames"] >= frames]
+        if not self.entries:
+            raise ValueError(f"no clip in {self.root} has {frames} latent frames; use fewer")
+        self.frames, self.seed, self.span = frames, seed, span
+        self._handles: dict[str, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def category(self, index: int) -> str:
+        return self.entries[index]["category"]
+
+    def _get(self, shard: str, key: str) -> torch.Tensor:
+        if shard not in self._handles:
+            path = self.root / "shards" / shard
+            if not path.is_file():
+                raise FileNotFoundError(f"cache shard {path} is missing; re-run `lpm data encode`")
+            self._handles[shard] = safe_open(str(path), framework="pt")
+        return self._handles[shard].get_tensor(key)
+
+    def __getitem__(self, index: int) -> TrainSample:
+        e = self.entries[index]
+        get = lambda name: self._get(e["shard"], f"{e['key']}.{name}")
+        start = mix_seed(self.seed, index) % (e["frames"] - self.frames + 1)
+        a0, a1 = start * self.span, (start + self.frames) * self.span
+        return TrainSample(
+            latents=get("latents")[:, start : start + self.frames],
+            text=get("text"),
+            text_mask=get("text_mask").bool(),
+            speak_audio=get("speak_audio")[a0:a1],
+            listen_audio=get("listen_audio")[a0:a1],
+            references=get("references"),
+            reference_kinds=tuple((k, int(s)) for k, s in e["kinds"]),
+            category=e["category"],
+            index=index,
+        )

@@ -1,0 +1,105 @@
+"""`lpm data encode`: Stage clips -> feature cache -> training samples; bad clips reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lpm.cli.main import app
+from lpm.data.encode import ClipEncoder, ClipError, EncodeConfig, encode_dataset
+from lpm.data.stage.writer import StageDatasetConfig, build_dataset
+from lpm.inference.bundle import load_encoders
+from lpm.parallel.distributed import DistInfo
+from lpm.train.cache import CachedDataset
+from lpm.train.recipes import apply_overrides, get_recipe
+from lpm.train.trainer import Trainer
+from tests.inference.test_pipeline import tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def stage_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    build_dataset(
+        StageDatasetConfig(
+            out=root / "data", clips=3, seconds=1.0, resolution=64, seed=5, backend="formant"
+        ),
+        progress=False,
+    )
+    tiny_bundle().save(root / "bundle")
+    return root
+
+
+def encoder(bundle_dir):
+    spec, vae, text, audio = load_encoders(bundle_dir)
+    return ClipEncoder(vae, text, audio, spec.sample_rate)
+
+
+def test_encode_cache_trains_and_resumes(stage_data, tmp_path):
+    enc = encoder(stage_data / "bundle")
+    cfg = EncodeConfig(data=stage_data / "data", out=tmp_path / "cache", shard_clips=2)
+    report = encode_dataset(cfg, enc)
+    assert report.encoded == 3 and not report.skipped
+    assert len(list((tmp_path / "cache" / "shards").glob("*.safetensors"))) == 2
+    again = encode_dataset(cfg, enc)
+    assert again.encoded == 0 and again.already_done == 3
+
+    data = CachedDataset(tmp_path / "cache", frames=4)
+    sample = data[0]
+    assert sample.latents.shape == (16, 4, 8, 8)
+    assert sample.speak_audio.shape == (16, 32) and sample.listen_audio.shape == (16, 32)
+    assert ("global", 0) in sample.reference_kinds and len(sample.reference_kinds) == 13
+    assert sample.references.shape == (16, 13, 8, 8)
+    assert torch.equal(data[1].latents, CachedDataset(tmp_path / "cache", frames=4)[1].latents)
+
+    recipe = apply_overrides(get_recipe("test-speak"), [
+        "data=cache", f"data_path={tmp_path / 'cache'}", "latent_shape=[4,8,8]",
+        "model.text_dim=32", "model.audio_dim=32", "batch_size=2", "stages.speak.steps=2",
+        "stages.speak.categories=[speak,silence,conversation,listen]",
+    ])  # fmt: skip
+    result = Trainer(recipe, tmp_path / "run", dist_info=DistInfo(), progress=False).fit()
+    assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))
+
+
+def test_bad_clips_are_reported_and_skipped_or_fatal(stage_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(stage_data / "data", data)
+    (data / "clips" / "000000" / "video.mp4").write_bytes(b"not a video at all")
+    (data / "clips" / "000001" / "listen.wav").unlink()
+    enc = encoder(stage_data / "bundle")
+    report = encode_dataset(EncodeConfig(data=data, out=tmp_path / "cache"), enc)
+    assert report.encoded == 1
+    reasons = dict(report.skipped)
+    assert any("video.mp4" in r for r in reasons.values())
+    assert any("listen.wav" in r for r in reasons.values())
+    errors = [json.loads(x) for x in (tmp_path / "cache" / "errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 2
+    with pytest.raises(ClipError, match="video.mp4"):
+        encode_dataset(EncodeConfig(data=data, out=tmp_path / "cache2", on_error="fail"), enc)
+    # a cache is never silently reused with different settings
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    with pytest.raises(ValueError, match="other settings"):
+        encode_dataset(EncodeConfig(data=other, out=tmp_path / "cache"), enc)
+
+
+def test_encode_cli(stage_data, tmp_path):
+    one = tmp_path / "one"
+    build_dataset(
+        StageDatasetConfig(out=one, clips=1, seconds=0.5, resolution=32, seed=6, backend="formant"),
+        progress=False,
+    )
+    result = CliRunner().invoke(app, [
+        "data", "encode", "--data", str(one), "--out", str(tmp_path / "c"),
+        "--model", str(stage_data / "bundle"), "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "encoded 1 clips (0 already cached)" in result.output
+    missing = CliRunner().invoke(app, ["data", "encode", "--data", str(tmp_path / "none"),
+                                       "--out", str(tmp_path / "c2"), "--model",
+                                       str(stage_data / "bundle")])  # fmt: skip
+    assert missing.exit_code == 2 and "manifest.jsonl" in missing.output
