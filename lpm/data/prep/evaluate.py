@@ -1,0 +1,134 @@
+"""Scoring a prep run on Stage raw scenes against their ground truth (`truth.json`).
+
+Reports: shot-boundary recall/precision within a tolerance (frames), the verdict of every
+shot the truth drops (is it dropped, and for the right reason), and frame-level
+speak/listen/idle accuracy of the written clips against the truth state of the person each
+clip shows (matched by face box).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from lpm.data.prep.media import list_inputs, source_id
+from lpm.data.prep.track import iou
+
+TRUTH_TO_REASON = {
+    "too_short": "too_short",
+    "empty": "no_person",
+    "subtitles": "subtitles",
+    "logo": "logo",
+    "blur": "blur",
+    "pip": "pip",
+}
+"""Stage's drop verdicts and the pipeline reason that matches each."""
+
+
+def _boundaries(shots: list[dict]) -> list[int]:
+    return [s["start_frame"] for s in shots[1:]]
+
+
+def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> dict:
+    """Scores of one scene (see module docstring)."""
+    tb, pb = _boundaries(truth["shots"]), _boundaries(report["shots"])
+    found = [b for b in tb if any(abs(b - p) <= tol for p in pb)]
+    true_pos = [p for p in pb if any(abs(b - p) <= tol for b in tb)]
+    verdicts = []
+    for s in truth["shots"]:
+        if s["verdict"] == "keep":
+            continue
+        a, b = s["start_frame"], s["end_frame"]
+        overlap = [
+            (min(b, o["end_frame"]) - max(a, o["start_frame"]), o["verdict"])
+            for o in report["shots"]
+        ]
+        ours = max(overlap)[1] if overlap else "missing"
+        want = TRUTH_TO_REASON[s["verdict"]]
+        verdicts.append(
+            {
+                "truth": s["verdict"],
+                "ours": ours,
+                "dropped": ours != "keep",
+                "right_reason": ours == want,
+            }
+        )
+    right = wrong = 0
+    per_state = {k: [0, 0] for k in ("speak", "listen", "idle")}
+    for e in report.get("entries", []):
+        d = clips_root / Path(e["dir"]).name
+        meta = json.loads((d / "meta.json").read_text())
+        states = json.loads((d / "labels.json").read_text())["fields"]["state"]
+        src = meta["source"]
+        a = src["start_frame"]
+        box = np.asarray(src["face_box_median"])
+        mid = a + len(states) // 2
+        person = max(
+            (0, 1),
+            key=lambda p: iou(box, np.asarray(truth["people"][p]["face_box"][mid] or [0, 0, 0, 0])),
+        )
+        gt = truth["people"][person]["state"][a : a + len(states)]
+        for ours, want in zip(states, gt, strict=False):
+            ok = ours == want
+            right += ok
+            wrong += not ok
+            per_state[want][0] += ok
+            per_state[want][1] += 1
+    return {
+        "boundaries": len(tb),
+        "boundaries_found": len(found),
+        "cuts": len(pb),
+        "cuts_true": len(true_pos),
+        "drops": verdicts,
+        "frames": right + wrong,
+        "frames_right": right,
+        "per_state": per_state,
+        "clips": len(report.get("entries", [])),
+    }
+
+
+def score_run(input_path: str | Path, out: str | Path, tol: int = 2) -> dict:
+    """Aggregate scores of a prep run over Stage raw scenes (each with its `truth.json`)."""
+    out = Path(out)
+    scenes = []
+    for video in list_inputs(input_path):
+        truth = json.loads((video.parent / "truth.json").read_text())
+        report = json.loads((out / "videos" / f"{source_id(video)}.json").read_text())
+        scenes.append(score_scene(truth, report, out / "clips", tol))
+    drops = [d for s in scenes for d in s["drops"]]
+    frames = sum(s["frames"] for s in scenes)
+    per_state = {
+        k: round(
+            sum(s["per_state"][k][0] for s in scenes)
+            / max(1, sum(s["per_state"][k][1] for s in scenes)),
+            4,
+        )
+        for k in ("speak", "listen", "idle")
+    }
+    by_kind: dict[str, list[int]] = {}
+    for d in drops:
+        by_kind.setdefault(d["truth"], [0, 0])
+        by_kind[d["truth"]][0] += d["right_reason"]
+        by_kind[d["truth"]][1] += 1
+    return {
+        "scenes": len(scenes),
+        "boundary_recall": round(
+            sum(s["boundaries_found"] for s in scenes)
+            / max(1, sum(s["boundaries"] for s in scenes)),
+            4,
+        ),
+        "boundary_precision": round(
+            sum(s["cuts_true"] for s in scenes) / max(1, sum(s["cuts"] for s in scenes)), 4
+        ),
+        "drops": len(drops),
+        "drops_rejected": sum(d["dropped"] for d in drops),
+        "drops_right_reason": sum(d["right_reason"] for d in drops),
+        "drops_by_kind": by_kind,
+        "frames": frames,
+        "label_accuracy": round(sum(s["frames_right"] for s in scenes) / max(1, frames), 4),
+        "label_accuracy_by_state": per_state,
+        "clips": sum(s["clips"] for s in scenes),
+        "wrong_reasons": [d for d in drops if not d["right_reason"]],
+    }
