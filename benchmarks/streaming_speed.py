@@ -19,31 +19,11 @@ import numpy as np
 import torch
 
 
-def build_bundle(size: int):
-    from lpm.config import get_model_config
-    from lpm.inference.bundle import BundleSpec, ModelBundle
-    from lpm.models.audio import LogMelFeatures
-    from lpm.models.dit.model import LPMTransformer
-    from lpm.models.text import NanoTextEncoder
-    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
-
-    cfg = get_model_config("lpm-nano-online")
-    spec = BundleSpec(name="lpm-nano-online", height=size, width=size, decoder="light")
-    return ModelBundle(
-        spec,
-        transformer=LPMTransformer(cfg),
-        refiner=LPMTransformer(cfg),
-        vae=build_wan_vae(WanVAEConfig.tiny()),
-        text_encoder=NanoTextEncoder(),
-        audio_encoder=LogMelFeatures(),
-        light_decoder=LightDecoder(),
-    )
-
-
 def run(size: int, chunks: int, pipelined: bool) -> dict:
+    from lpm.inference.bundle import untrained_bundle
     from lpm.inference.streaming import StreamingSession
 
-    bundle = build_bundle(size)
+    bundle = untrained_bundle("lpm-nano-online", size=size)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     t0 = time.perf_counter()

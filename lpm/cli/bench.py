@@ -12,7 +12,9 @@ app = typer.Typer(help="LPM-Bench: automatic probes and metrics.", no_args_is_he
 @app.command("train-probes")
 def train_probes_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory for weights, card, metrics."),
-    steps: int = typer.Option(None, "--steps", help="Frame-probe optimiser steps (default 800)."),
+    steps: int = typer.Option(
+        None, "--steps", help="Frame-probe optimiser steps (default: ProbeTrainConfig.steps)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of identities, states, augmentation, init."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from lpm.cli import bench, convert, data, model
 from lpm.cli.generate import generate
+from lpm.cli.serve import serve
 from lpm.cli.train import train
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.command("train")(train)
 app.command("generate")(generate)
+app.command("serve")(serve)
 
 
 def main() -> None:

@@ -341,3 +341,30 @@ def _load_module(module_cls, config_cls, directory: Path) -> nn.Module:
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
     module.load_state_dict(state, strict=True)
     return module
+
+
+def untrained_bundle(config: str = "lpm-nano-online", *, size: int = 128) -> ModelBundle:
+    """The nano bundle architecture with fresh random weights: for tests, demos and speed runs.
+
+    Transformer (and, for an ``-online`` config, a refiner of the same config), tiny Wan VAE,
+    nano text encoder, log-mel audio features and the light decoder. Speed depends only on the
+    architecture, so this times exactly like the trained model; its video is noise.
+    """
+    from lpm.config import get_model_config
+    from lpm.models.audio import LogMelFeatures
+    from lpm.models.text import NanoTextEncoder
+    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
+
+    cfg = get_model_config(config)
+    online = cfg.attention == "chunk_causal"
+    spec = BundleSpec(name=f"{config} (untrained)", height=size, width=size, decoder="light",
+                      online=OnlineSchedule() if online else None)  # fmt: skip
+    return ModelBundle(
+        spec,
+        transformer=LPMTransformer(cfg),
+        refiner=LPMTransformer(cfg) if online else None,
+        vae=build_wan_vae(WanVAEConfig.tiny()),
+        text_encoder=NanoTextEncoder(),
+        audio_encoder=LogMelFeatures(),
+        light_decoder=LightDecoder(),
+    ).eval()

@@ -1,0 +1,328 @@
+"""Training recipe of the Stage probes (`train_probes`), deterministic for a seed.
+
+Stage 1 trains the frame probe (trunk, frame heads, identity embedding) on a cache of rendered
+random states of training identities; each batch holds 2 frames of each of `batch_ids`
+identities (identity positives), degraded with probability `augment_prob`. Stage 2 freezes the
+frame probe and trains the action probe on frame features of windows of real performances.
+Stage 3 evaluates on held-out identities and writes weights, card and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from lpm.bench.probes.config import ProbeConfig, ProbeTrainConfig
+from lpm.bench.probes.data import (
+    FrameSet,
+    apply_degradation,
+    degradation_fields,
+    degrade_batch,
+    iter_sessions,
+    render_frame_set,
+    sample_degradation,
+)
+from lpm.bench.probes.evaluate import evaluate_heldout_frames, evaluate_sessions
+from lpm.bench.probes.model import AUX_FIELDS, POSE_SCALE_DEG, ActionProbeNet, FrameProbeNet
+from lpm.bench.probes.probes import StageProbes, save_probes, to_probe_input
+from lpm.data.stage.schema import ACTIONS, SCHEMA_VERSION
+
+TARGETS = {"mouth_r2": 0.9, "expression_acc": 0.9, "identity_eer": 0.05}
+"""Held-out acceptance targets of the shipped probes (clean frames)."""
+
+
+GRAD_CLIP = 5.0
+"""Gradient-norm clip applied to each branch (with its heads) separately."""
+
+
+@dataclass
+class TrainResult:
+    """What `train_probes` produced."""
+
+    out_dir: Path
+    weights: Path
+    card: dict
+    seconds: float
+    """Wall-clock training time including evaluation (seconds)."""
+
+
+class _JsonlLog:
+    def __init__(self, path: Path) -> None:
+        self.file = path.open("w")
+
+    def write(self, **row) -> None:
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _cosine_lr(step: int, total: int, peak: float) -> float:
+    warm = max(1, total // 20)
+    if step < warm:
+        return peak * (step + 1) / warm
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _identity_losses(
+    emb: torch.Tensor,
+    ids: torch.Tensor,
+    proxies: torch.Tensor,
+    scale: float = 16.0,
+    margin: float = 0.2,
+    tau: float = 0.1,
+) -> torch.Tensor:
+    """CosFace over training-identity proxies + in-batch InfoNCE (positives = same identity)."""
+    cos = emb @ F.normalize(proxies, dim=-1).T
+    cosface = F.cross_entropy(scale * (cos - margin * F.one_hot(ids, cos.shape[1])), ids)
+    sim = emb @ emb.T / tau
+    eye = torch.eye(len(ids), dtype=torch.bool)
+    sim = sim.masked_fill(eye, -1e4)
+    pos = (ids[:, None] == ids[None, :]) & ~eye
+    log_p = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    nce = -(log_p * pos).sum(1) / pos.sum(1).clamp(min=1)
+    return cosface + nce.mean()
+
+
+def _frame_loss(
+    net: FrameProbeNet,
+    proxies: torch.Tensor,
+    x: torch.Tensor,
+    t: dict[str, torch.Tensor],
+    ids: torch.Tensor,
+) -> tuple[torch.Tensor, dict]:
+    o = net(x)
+    vis = t["face_visible"].float()
+    n_vis = vis.sum().clamp(min=1)
+    yaw = torch.deg2rad(t["yaw"])
+    parts = {
+        "mouth": 10 * (vis * (o.mouth_open - t["mouth_open"]) ** 2).sum() / n_vis,
+        "yaw": 2 * F.mse_loss(o.yaw_sincos, torch.stack([yaw.sin(), yaw.cos()], -1)),
+        "pitch_roll": 2
+        * F.smooth_l1_loss(o.pitch_roll, torch.stack([t["pitch"], t["roll"]], -1) / POSE_SCALE_DEG),
+        "blink": 5 * (vis * (o.blink - t["blink"]) ** 2).sum() / n_vis,
+        "expression": (
+            vis
+            * F.cross_entropy(
+                o.expression_logits, t["expression"], label_smoothing=0.05, reduction="none"
+            )
+        ).sum()
+        / n_vis,
+        "aux": F.mse_loss(o.aux, torch.stack([t[k] for k in AUX_FIELDS], -1)),
+        # dense expression geometry (smile, brows, lids...): breaks the expression plateau
+        "face_params": 5 * (vis[:, None] * (o.face_params - t["face_params"]) ** 2).mean(1).sum()
+        / n_vis,
+        # the identity branch shares no weights with the others, so it needs no down-weighting
+        "identity": _identity_losses(o.identity, ids, proxies),
+    }
+    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _train_frame_probe(
+    net: FrameProbeNet, fs: FrameSet, cfg: ProbeTrainConfig, log: _JsonlLog, progress: bool
+) -> None:
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x7A1]))
+    n_ids = len(fs.identity_seeds)
+    per_id = len(fs.identity) // n_ids
+    proxies = nn.Parameter(torch.randn(n_ids, net.config.id_dim) * 0.1)
+    groups = net.branch_parameters()
+    groups["identity"] = [*groups["identity"], proxies]
+    params = [p for g in groups.values() for p in g]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    targets = {k: torch.from_numpy(v) for k, v in fs.targets.items()}
+    net.train()
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="frame probe", disable=not progress)
+    for step in bar:
+        ids = rng.choice(n_ids, size=cfg.batch_ids, replace=False)
+        pick = np.stack([rng.choice(per_id, size=2, replace=False) for _ in ids])
+        idx = (ids[:, None] * per_id + pick).reshape(-1)
+        frames = degrade_batch(fs.frames[idx], rng, cfg.augment_prob)
+        x = to_probe_input(frames, net.config.input_size)
+        t = {k: v[idx] for k, v in targets.items()}
+        for g in opt.param_groups:
+            g["lr"] = _cosine_lr(step, cfg.steps, cfg.lr)
+        loss, parts = _frame_loss(net, proxies, x, t, torch.from_numpy(np.repeat(ids, 2)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in groups.values():  # per branch: one loss's spike cannot stall the others
+            torch.nn.utils.clip_grad_norm_(group, GRAD_CLIP)
+        opt.step()
+        if step % 10 == 0 or step == cfg.steps - 1:
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            log.write(
+                stage="frame",
+                step=step,
+                lr=opt.param_groups[0]["lr"],
+                loss=float(loss.detach()),
+                **parts,
+                seconds=round(time.perf_counter() - t0, 2),
+            )
+    net.eval()
+
+
+def _action_features(probes: StageProbes, cfg: ProbeTrainConfig, progress: bool):
+    """Frame features of training performance windows: (K, T, F) float32 and (K,) labels."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0xAF1]))
+    feats, labels = [], []
+    sessions = iter_sessions(
+        "train",
+        cfg.action_sessions,
+        cfg.seed,
+        cfg.session_seconds,
+        probes.config.action_window,
+        cfg.render_workers,
+    )
+    for s in tqdm(sessions, total=cfg.action_sessions, desc="action windows", disable=not progress):
+        frames = s.frames
+        if rng.random() < cfg.augment_prob:
+            d = sample_degradation(rng)  # one degradation for the whole video
+            frames = np.stack([apply_degradation(f, d, rng) for f in frames])
+        f = probes.frame_features(frames)
+        feats.append(f[s.windows])
+        labels.append(s.actions)
+    return torch.from_numpy(np.concatenate(feats)), torch.from_numpy(np.concatenate(labels))
+
+
+def _train_action_probe(
+    net: ActionProbeNet,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: ProbeTrainConfig,
+    log: _JsonlLog,
+    progress: bool,
+) -> None:
+    gen = torch.Generator().manual_seed(cfg.seed)
+    counts = torch.bincount(labels, minlength=len(ACTIONS)).float()
+    weights = (1.0 / counts.clamp(min=1))[labels]  # class-balanced sampling
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-3)
+    scale = feats.std().clamp(min=1e-3)
+    net.train()
+    for step in tqdm(range(cfg.action_steps), desc="action probe", disable=not progress):
+        idx = torch.multinomial(weights, 128, replacement=True, generator=gen)
+        x = feats[idx]
+        x = x + 0.1 * scale * torch.randn(x.shape, generator=gen)
+        for g in opt.param_groups:
+            g["lr"] = _cosine_lr(step, cfg.action_steps, cfg.lr)
+        loss = F.cross_entropy(net(x), labels[idx], label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == cfg.action_steps - 1:
+            log.write(stage="action", step=step, loss=float(loss))
+    net.eval()
+
+
+def _param_count(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def train_probes(
+    out_dir: Path | str,
+    steps: int | None = None,
+    seed: int | None = None,
+    *,
+    config: ProbeTrainConfig | None = None,
+    probe_config: ProbeConfig | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, evaluate and save the Stage probes.
+
+    Args:
+        out_dir: receives `probes.safetensors` (fp16), `card.json` and `metrics.jsonl`.
+        steps: overrides `config.steps` (frame-probe optimiser steps).
+        seed: overrides `config.seed`.
+        config: the training recipe (default `ProbeTrainConfig()`).
+        probe_config: network geometry (default `ProbeConfig()`).
+        progress: show progress bars.
+    """
+    cfg = config or ProbeTrainConfig()
+    if steps is not None:
+        cfg = replace(cfg, steps=steps)
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
+    pcfg = probe_config or ProbeConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(2)
+    torch.manual_seed(cfg.seed)
+    t_start = time.perf_counter()
+    log = _JsonlLog(out / "metrics.jsonl")
+    timings: dict[str, float] = {}
+    try:
+        # 1. frame cache of training identities
+        t = time.perf_counter()
+        fs = render_frame_set(
+            "train", cfg.train_ids, cfg.frames_per_id, cfg.seed, cfg.render_workers
+        )
+        timings["render_frames_s"] = time.perf_counter() - t
+        # 2. frame probe
+        t = time.perf_counter()
+        frame_net, action_net = FrameProbeNet(pcfg), ActionProbeNet(pcfg)
+        _train_frame_probe(frame_net, fs, cfg, log, progress)
+        del fs
+        timings["train_frame_probe_s"] = time.perf_counter() - t
+        # 3. action probe on frozen frame features of performances
+        t = time.perf_counter()
+        probes = StageProbes(frame_net, action_net)
+        feats, labels = _action_features(probes, cfg, progress)
+        _train_action_probe(action_net, feats, labels, cfg, log, progress)
+        timings["train_action_probe_s"] = time.perf_counter() - t
+        # 4. held-out evaluation (fresh draws; held-out identities only)
+        t = time.perf_counter()
+        eval_seed = cfg.seed + 1
+        frames_eval = evaluate_heldout_frames(
+            probes, cfg.eval_ids, cfg.eval_frames_per_id, eval_seed, cfg.render_workers
+        )
+        sessions = iter_sessions(
+            "heldout",
+            cfg.eval_sessions,
+            eval_seed,
+            cfg.session_seconds,
+            pcfg.action_window,
+            cfg.render_workers,
+        )
+        session_eval = evaluate_sessions(probes, sessions, eval_seed)
+        timings["evaluate_s"] = time.perf_counter() - t
+        metrics = {"heldout_frames": frames_eval, "heldout_performances": session_eval}
+        log.write(stage="eval", **metrics)
+    finally:
+        log.close()
+    seconds = time.perf_counter() - t_start
+    card = {
+        "name": "lpm-stage-probes",
+        "stage_schema": SCHEMA_VERSION,
+        "probe_config": asdict(pcfg),
+        "train_config": asdict(cfg),
+        "data": {
+            "train_split": "train",
+            "train_identities": f"distinct_identities('train', {cfg.train_ids}, seed={cfg.seed})",
+            "action_sessions": f"iter_sessions('train', {cfg.action_sessions}, seed={cfg.seed})",
+            "eval_split": "heldout",
+            "eval_seed": eval_seed,
+            "degradations": list(degradation_fields()),
+        },
+        "parameters": {
+            "frame_probe": _param_count(frame_net),
+            "action_probe": _param_count(action_net),
+        },
+        "metrics": metrics,
+        "targets": TARGETS,
+        "training_seconds": round(seconds, 1),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "torch_threads": 2,
+    }
+    weights = save_probes(frame_net, action_net, out, card)
+    card["weights_bytes"] = weights.stat().st_size
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return TrainResult(out_dir=out, weights=weights, card=card, seconds=seconds)
