@@ -1,0 +1,76 @@
+"""Which online model the server runs: a bundle directory, the shipped one, or random weights."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpm.inference import ModelBundle, shipped_bundle_path
+
+log = logging.getLogger(__name__)
+
+SHIPPED_ONLINE = "lpm-nano-online"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A loaded online bundle and how it was obtained."""
+
+    bundle: ModelBundle
+    name: str
+    random_weights: bool
+    """True when the weights are random (demo/dev): motion is noise, only speed is real."""
+
+
+def random_nano_online(size: int = 64) -> ModelBundle:
+    """The lpm-nano-online architecture (backbone + refiner + light decoder), random weights."""
+    from lpm.config import get_model_config
+    from lpm.inference.bundle import BundleSpec
+    from lpm.models.audio import LogMelFeatures
+    from lpm.models.dit.model import LPMTransformer
+    from lpm.models.text import NanoTextEncoder
+    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
+
+    cfg = get_model_config(SHIPPED_ONLINE)
+    spec = BundleSpec(name=SHIPPED_ONLINE, height=size, width=size, decoder="light")
+    return ModelBundle(
+        spec,
+        transformer=LPMTransformer(cfg),
+        refiner=LPMTransformer(cfg),
+        vae=build_wan_vae(WanVAEConfig.tiny()),
+        text_encoder=NanoTextEncoder(),
+        audio_encoder=LogMelFeatures(),
+        light_decoder=LightDecoder(),
+    ).eval()
+
+
+def load_served_model(
+    model: Path | None, *, random_weights: bool = False, size: int = 64, device: str = "cpu"
+) -> ServedModel:
+    """Resolve ``--model`` / ``--random-weights`` into a loaded online bundle.
+
+    Raises:
+        FileNotFoundError: no directory given and no trained lpm-nano-online ships with lpm.
+        ValueError: the bundle is not an online (chunk-causal) model.
+    """
+    if random_weights:
+        if model is not None:
+            raise ValueError("give either --model DIR or --random-weights, not both")
+        log.warning("serving lpm-nano-online with RANDOM weights: speed is real, motion is not")
+        return ServedModel(random_nano_online(size), f"{SHIPPED_ONLINE} (random weights)", True)
+    if model is None:
+        try:
+            model = shipped_bundle_path(SHIPPED_ONLINE)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(
+                f"{err}. To try the server now, run `lpm serve --random-weights` "
+                "(the lpm-nano-online architecture with random weights)."
+            ) from None
+    bundle = ModelBundle.load(model, device=device)
+    if bundle.cfg.attention != "chunk_causal":
+        raise ValueError(
+            f"{model} holds {bundle.cfg.name!r}, an offline model; `lpm serve` needs an online "
+            "(chunk-causal) bundle such as lpm-nano-online"
+        )
+    return ServedModel(bundle, bundle.spec.name, False)
