@@ -12,6 +12,7 @@ from lpm.cli import bench, convert, data, model
 from lpm.cli.generate import generate
 from lpm.cli.serve import serve
 from lpm.cli.train import train
+from lpm.cli.train_vae import train_vae
 
 app = typer.Typer(
     name="lpm",
@@ -25,6 +26,7 @@ app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.command("train")(train)
+app.command("train-vae")(train_vae)
 app.command("generate")(generate)
 app.command("serve")(serve)
 

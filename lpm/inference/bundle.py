@@ -20,15 +20,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from lpm.inference.chunk_step import OnlineSchedule
 from lpm.models.dit.checkpoint import atomic_directory, load_lpm_checkpoint, save_lpm_checkpoint
 from lpm.models.dit.model import LPMTransformer
+from lpm.models.serialization import load_module, read_config, save_module, write_config
 
 BUNDLE_FORMAT = "lpm-bundle"
 BUNDLE_VERSION = 1
@@ -218,13 +218,11 @@ class ModelBundle:
                 )
             self.vae.model.save_pretrained(tmp / "vae", safe_serialization=True)
             if self.spec.text_encoder == "nano":
-                _save_module(
-                    self.text_encoder, self.text_encoder.config, tmp / "text_encoder", half
-                )
+                save_module(self.text_encoder, self.text_encoder.config, tmp / "text_encoder", half)
             if self.spec.audio_encoder == "logmel":
-                _write_config(tmp / "audio_encoder", self.audio_encoder.config)
+                write_config(tmp / "audio_encoder", self.audio_encoder.config)
             if self.light_decoder is not None:
-                _save_module(
+                save_module(
                     self.light_decoder, self.light_decoder.config, tmp / "light_decoder", half
                 )
         return out
@@ -251,7 +249,7 @@ class ModelBundle:
         )
         light = None
         if where("light_decoder").is_dir():
-            light = _load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
+            light = load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
         bundle = cls(
             spec,
             transformer=transformer,
@@ -286,13 +284,13 @@ def _load_encoders(spec: BundleSpec, where, device, fps: int, text_len: int):
 
     vae = load_wan_vae(where("vae"), device=device)
     if spec.text_encoder == "nano":
-        text = _load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
+        text = load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
     elif spec.text_encoder == "umt5":
         text = load_umt5(where("text_encoder"), max_length=text_len)
     else:
         text = load_minilm(spec.paths.get("text_encoder"))
     if spec.audio_encoder == "logmel":
-        audio = LogMelFeatures(_read_config(LogMelConfig, where("audio_encoder")))
+        audio = LogMelFeatures(read_config(LogMelConfig, where("audio_encoder")))
     else:
         backbone = load_wav2vec2(where("audio_encoder"), device=device)
         audio = Wav2Vec2Features(backbone, fps=fps, sample_rate=spec.sample_rate)
@@ -306,41 +304,6 @@ def _half_copy(model: LPMTransformer) -> LPMTransformer:
     clone = LPMTransformer(model.cfg)
     clone.load_state_dict(model.state_dict())
     return clone.half()
-
-
-def _write_config(directory: Path, config: Any) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
-
-
-def _read_config(config_cls, directory: Path):
-    path = directory / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing")
-    data = json.loads(path.read_text())
-    for f in dataclasses.fields(config_cls):
-        if isinstance(data.get(f.name), list):
-            data[f.name] = tuple(data[f.name])
-    return config_cls(**data)
-
-
-def _save_module(module: nn.Module, config: Any, directory: Path, half: bool) -> None:
-    _write_config(directory, config)
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
-        for k, v in module.state_dict().items()
-    }
-    save_file(state, str(directory / "model.safetensors"))
-
-
-def _load_module(module_cls, config_cls, directory: Path) -> nn.Module:
-    module = module_cls(_read_config(config_cls, directory))
-    weights = directory / "model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} is missing")
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
-    module.load_state_dict(state, strict=True)
-    return module
 
 
 def untrained_bundle(config: str = "lpm-nano-online", *, size: int = 128) -> ModelBundle:

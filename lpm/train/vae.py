@@ -1,0 +1,200 @@
+"""Training the nano video VAE and its light streaming decoder on Stage clips.
+
+Legend: B batch, T = 1 + 4k video frames, F = 1 + k latent frames, S frame size in pixels.
+
+1. `train_vae`: a tiny `AutoencoderKLWan` (Wan's 16-channel 4x8x8 layout) learns to reconstruct
+   Stage clips rendered on the fly (L1 + image-gradient L1 + a small KL). Being fully
+   convolutional, it can train on small crops of time and space and run at any size.
+2. `latent_statistics`: per-channel mean/std of its latents over fresh clips, written into the
+   VAE config so the DiT sees roughly unit-variance latents (as Wan2.1 ships its own).
+3. `train_light_decoder`: the light decoder learns to reproduce the VAE decoder's frames from
+   the same latents (distillation), for real-time streaming.
+Every step's clips are a function of (seed, step), so runs are reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from lpm.models.serialization import save_module
+from lpm.models.vae import (
+    LightDecoder,
+    LightDecoderConfig,
+    WanVAE,
+    WanVAEConfig,
+    build_wan_vae,
+    distillation_loss,
+    trim_to_vae,
+)
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[int, int, dict], None]
+
+
+@dataclass(kw_only=True)
+class VaeRecipe:
+    """Settings of the nano VAE + light decoder training."""
+
+    base_dim: int = 16
+    """Width of the tiny VAE's first stage."""
+    size: int = 64
+    """Training frame size in pixels (the VAE is convolutional: it runs at any size later)."""
+    frames: int = 9
+    """Video frames per training clip (1 + 4k)."""
+    batch_size: int = 2
+    vae_steps: int = 2000
+    decoder_steps: int = 1000
+    lr: float = 3e-4
+    kl_weight: float = 1e-6
+    """Weight of the KL term (small: the latents only need to be smooth, not Gaussian)."""
+    gradient_weight: float = 0.5
+    """Weight of the image-gradient L1 term (keeps cartoon edges sharp)."""
+    stats_clips: int = 16
+    """Clips used to measure the latent statistics."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.frames - 1) % 4 or self.frames < 1:
+            raise ValueError(f"frames={self.frames} must be 1 + 4k")
+        if self.size % 16:
+            raise ValueError(f"size={self.size} must be a multiple of 16")
+        for name in ("batch_size", "stats_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.vae_steps < 0 or self.decoder_steps < 0:
+            raise ValueError("vae_steps and decoder_steps must be >= 0")
+
+
+def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
+    """Video (B, 3, T, S, S) in [-1, 1] of training identities, a function of (seed, step)."""
+    from lpm.data.stage.clip import clip_spec_for, render_clip
+
+    size = size or recipe.size
+    clips = []
+    for b in range(recipe.batch_size):
+        spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=recipe.frames / 24 + 0.05,
+                             size=size, backend="formant")  # fmt: skip
+        frames = render_clip(spec, references=False).frames[: recipe.frames]
+        clips.append(torch.from_numpy(np.ascontiguousarray(frames)))
+    video = torch.stack(clips).permute(0, 4, 1, 2, 3).float()
+    return video / 127.5 - 1.0
+
+
+def _image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    dx = lambda x: x[..., :, 1:] - x[..., :, :-1]
+    dy = lambda x: x[..., 1:, :] - x[..., :-1, :]
+    return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
+
+
+def train_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> WanVAE:
+    """Train a tiny Wan VAE on Stage clips; returns it with identity latent statistics."""
+    torch.manual_seed(recipe.seed)
+    vae = build_wan_vae(WanVAEConfig.tiny(base_dim=recipe.base_dim))
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
+    vae.train()
+    for step in range(recipe.vae_steps):
+        video = stage_batch(recipe, step)
+        posterior = vae.model.encode(video).latent_dist
+        recon = vae.model.decode(posterior.sample()).sample
+        l1 = (recon - video).abs().mean()
+        grad = _image_grad_l1(recon, video)
+        kl = posterior.kl().mean()
+        loss = l1 + recipe.gradient_weight * grad + recipe.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        if progress is not None:
+            progress(step + 1, recipe.vae_steps, {"l1": l1.item(), "grad": grad.item(),
+                                                  "kl": kl.item()})  # fmt: skip
+    return vae.eval()
+
+
+@torch.no_grad()
+def latent_statistics(vae: WanVAE, recipe: VaeRecipe) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of raw (unnormalised) latents over fresh Stage clips."""
+    raws = []
+    for i in range(recipe.stats_clips):
+        video = stage_batch(recipe, 10_000_000 + i)
+        raws.append(vae.model.encode(video).latent_dist.mode())
+    raw = torch.cat(raws).transpose(0, 1).reshape(vae.z_dim, -1)
+    std = raw.std(dim=1).clamp(min=1e-3)
+    return raw.mean(dim=1).tolist(), std.tolist()
+
+
+def with_statistics(vae: WanVAE, mean: list[float], std: list[float]) -> WanVAE:
+    """The same weights with the latent statistics set in the config."""
+    cfg = vae.config
+    new = build_wan_vae(WanVAEConfig(**{**asdict(cfg), "latents_mean": tuple(mean),
+                                        "latents_std": tuple(std)}))  # fmt: skip
+    new.model.load_state_dict(vae.model.state_dict())
+    return new.eval()
+
+
+def train_light_decoder(
+    vae: WanVAE, recipe: VaeRecipe, progress: ProgressFn | None = None
+) -> LightDecoder:
+    """Distil the VAE decoder into a `LightDecoder` on the VAE's own latents."""
+    torch.manual_seed(recipe.seed + 1)
+    decoder = LightDecoder(LightDecoderConfig(z_dim=vae.z_dim))
+    opt = torch.optim.AdamW(decoder.parameters(), lr=recipe.lr * 3, weight_decay=0.0)
+    for step in range(recipe.decoder_steps):
+        video = stage_batch(recipe, 5_000_000 + step)
+        with torch.no_grad():
+            latents = vae.encode(video)
+            target = vae.decode(latents)  # (B, 3, 1 + 4(F-1), S, S)
+        pred = trim_to_vae(decoder(latents))
+        loss, parts = distillation_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1, recipe.decoder_steps, {k: float(v) for k, v in parts.items()})
+    return decoder.eval()
+
+
+@torch.no_grad()
+def reconstruction_psnr(vae: WanVAE, decoder: LightDecoder | None, recipe: VaeRecipe,
+                        size: int, clips: int = 4) -> dict[str, float]:  # fmt: skip
+    """PSNR (dB) of VAE and light-decoder reconstructions of fresh clips at ``size`` pixels."""
+    out = {"vae_psnr": 0.0, "light_psnr": 0.0}
+    for i in range(clips):
+        video = stage_batch(recipe, 20_000_000 + i, size=size)
+        latents = vae.encode(video)
+        recon = vae.decode(latents)
+        out["vae_psnr"] += _psnr(recon, video) / clips
+        if decoder is not None:
+            out["light_psnr"] += _psnr(trim_to_vae(decoder(latents)), video) / clips
+    return out
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss((a + 1) / 2, (b + 1) / 2).item()
+    return float(10 * np.log10(1.0 / max(mse, 1e-10)))
+
+
+def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = None) -> dict:
+    """Train VAE + statistics + light decoder; save them (diffusers/safetensors) under ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    vae = train_vae(recipe, progress)
+    mean, std = latent_statistics(vae, recipe)
+    vae = with_statistics(vae, mean, std)
+    decoder = train_light_decoder(vae, recipe, progress)
+    metrics = reconstruction_psnr(vae, decoder, recipe, size=recipe.size)
+    metrics["seconds"] = time.perf_counter() - start
+    vae.model.save_pretrained(out / "vae", safe_serialization=True)
+    save_module(decoder, decoder.config, out / "light_decoder", half=False)
+    (out / "vae_card.json").write_text(json.dumps({"recipe": asdict(recipe), **metrics}, indent=2))
+    log.info("nano VAE: %s", metrics)
+    return metrics
