@@ -29,6 +29,36 @@ def _references(specs: list[str]):
     return refs
 
 
+def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device):
+    from lpm.inference import ModelBundle
+    from lpm.inference.streaming import generate_online
+    from lpm.media import read_image
+    from lpm.models.audio import load_audio
+
+    bundle = ModelBundle.load(bundle_dir, device=device)
+    sr = bundle.spec.sample_rate
+    waves = [load_audio(p, sr, allow_silent=True) if p else None for p in (speak, listen)]
+    if seconds is None:
+        lengths = [len(w) for w in waves if w is not None]
+        if not lengths:
+            raise ValueError("give speak or listen audio, or --seconds for a silent (idle) video")
+        seconds = max(lengths) / sr
+    with Progress(TextColumn("streaming"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} chunks")) as bar:  # fmt: skip
+        task = bar.add_task("stream", total=None)
+        return generate_online(
+            bundle,
+            read_image(image),
+            speak_audio=waves[0],
+            listen_audio=waves[1],
+            seconds=seconds,
+            script=segments,
+            references=refs,
+            seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+
+
 def generate(
     model: Path = typer.Option(None, help="Bundle directory; default: the shipped lpm-nano."),
     image: Path = typer.Option(None, help="Character image (first frame and global reference)."),
@@ -44,6 +74,7 @@ def generate(
     solver: str = typer.Option(None, help="unipc or euler (bundle default)."),
     out: Path = typer.Option(Path("lpm.mp4"), help="Output mp4 (H.264 + AAC)."),
     device: str = typer.Option("cpu", help="Torch device."),
+    online: bool = typer.Option(False, "--online", help="Stream with the distilled online model."),
 ) -> None:
     """Generate a video offline (Base LPM). With no model named, the shipped lpm-nano is used."""
     from lpm.inference import Pipeline, load_script, shipped_bundle_path
@@ -53,8 +84,14 @@ def generate(
         bundle_dir = model or shipped_bundle_path()
         if image is None:
             raise typer.BadParameter("give --image CHARACTER.png", param_hint="--image")
-        pipe = Pipeline.from_pretrained(bundle_dir, device=device)
         segments = load_script(script) if script else []
+        if online:
+            video = _online(bundle_dir, image, speak, listen, segments, _references(ref), seconds,
+                            seed, device)  # fmt: skip
+            path = video.save(out)
+            typer.echo(f"wrote {path} ({len(video.frames)} frames, online)")
+            return
+        pipe = Pipeline.from_pretrained(bundle_dir, device=device)
         with Progress(
             TextColumn("generating"),
             BarColumn(),

@@ -196,6 +196,55 @@ class StreamingSession:
         yield from _Pipeline(self, count, lookahead).run()
 
 
+def generate_online(
+    bundle: ModelBundle,
+    image: np.ndarray,
+    *,
+    speak_audio: np.ndarray | None,
+    listen_audio: np.ndarray | None,
+    seconds: float,
+    script: Sequence = (),
+    references: Sequence[ReferenceImage] = (),
+    seed: int = 0,
+    progress=None,
+):
+    """Stream ``seconds`` of video to memory with a `StreamingSession` (``lpm generate --online``).
+
+    Audio arrays are float32 at the bundle's sample rate; returns a `GeneratedVideo`.
+    """
+    from lpm.inference.pipeline import GeneratedVideo
+
+    session = StreamingSession(bundle, image, references=references, seed=seed)
+    sr = bundle.spec.sample_rate
+    n_chunks = max(1, int(np.ceil(seconds / bundle.cfg.chunk_seconds - 1e-9)))
+    n_samples = round(n_chunks * bundle.cfg.chunk_seconds * sr)
+    tracks = {}
+    for name, wave in (("speak", speak_audio), ("listen", listen_audio)):
+        track = np.zeros(n_samples, np.float32)
+        if wave is not None:
+            track[: min(n_samples, len(wave))] = wave[:n_samples]
+        session.push_audio(name, track)
+        tracks[name] = track
+    frames = []
+    for index in range(n_chunks):
+        # Prompts change only at chunk boundaries: the one in force at the chunk's middle.
+        middle = (index + 0.5) * bundle.cfg.chunk_seconds
+        session.set_prompt(next((s.text for s in script if s.start <= middle < s.end), ""))
+        frames.append(session.step().frames)
+        if progress is not None:
+            progress(index + 1, n_chunks)
+    n_frames = round(seconds * bundle.cfg.fps)
+    video = np.concatenate(frames)[:n_frames]
+    mix = np.clip(tracks["speak"] + tracks["listen"], -1, 1)[: round(seconds * sr)]
+    return GeneratedVideo(
+        frames=video,
+        fps=bundle.cfg.fps,
+        audio=mix.astype(np.float32),
+        sample_rate=sr,
+        latents=torch.zeros(0),
+    )
+
+
 class _Pipeline:
     """Backbone (n), refiner (n-1) and decode (n-2) in three threads with bounded queues."""
 
