@@ -92,6 +92,8 @@ class DetectConfig:
     """A track survives this many frames without a detection (gaps are interpolated)."""
     presence_frac: float = 0.6
     """A track counts as a person of the shot when it covers this fraction of its frames."""
+    same_person_similarity: float = 0.9
+    """Cosine similarity of two tracks' identity descriptors above which they are one person."""
     embeddings: bool = False
     """Compute dlib's 128-d face embeddings (slower) to re-identify people across shots."""
 
@@ -111,7 +113,7 @@ class FilterConfig:
     """More simultaneous people than this rejects the shot (`too_many_people`)."""
     min_sharpness: float = 0.45
     """Edge steepness (gradient over local contrast, 0..1, at 128 px) below this is `blur`."""
-    max_colour_cast: float = 2.5
+    max_colour_cast: float = 2.0
     """Mean chroma offset over chroma spread (Lab) above this is `colour_cast`."""
     max_flicker: float = 0.02
     """Std of the high-passed mean luma (0..1) above this is `flicker`."""
@@ -125,6 +127,9 @@ class FilterConfig:
     max_cut_frac: float = 0.2
     """A track whose face box touches the frame border on more frames than this is
     `incomplete_framing`."""
+    min_face_px: float = 48.0
+    """Faces narrower than this (pixels of the decoded frame, median over the track) are too
+    small to read lips from: `face_too_small`."""
     max_av_offset_frames: int = 3
     """A clear lip/audio lag beyond this many frames is `out_of_sync`."""
 
@@ -144,15 +149,18 @@ class LabelConfig:
     """Voice activity backend, one of `VADS`."""
     vad_threshold: float = 0.5
     """Speech probability above which a 32-ms VAD window is speech."""
-    vad_min_silence_ms: int = 250
+    vad_min_silence_ms: int = 150
     """Pauses shorter than this (ms) stay inside a speech segment."""
+    highpass_s: float = 0.3
+    """Mouth opening and loudness lose their moving average over this window (seconds)
+    before motion and sync are measured, so slow expression changes do not read as speech."""
     motion_window_s: float = 0.3
     """Mouth motion is the std of mouth opening over this window (seconds)."""
-    motion_threshold: float = 0.03
+    motion_threshold: float = 0.04
     """Mouth moves when its windowed std exceeds this (mouth-opening units, ~0..1)."""
-    sync_window_s: float = 1.5
+    sync_window_s: float = 1.0
     """Sync is correlated over windows of this length (seconds)."""
-    sync_threshold: float = 0.2
+    sync_threshold: float = 0.3
     """Best-lag correlation of mouth and audio envelope above which the lips are in sync."""
     max_lag_frames: int = 3
     """Lags searched for the sync correlation (frames, both ways)."""

@@ -2,9 +2,10 @@
 
 Input: a shot's frames (T, H, W, 3) uint8 RGB (sampled), its person tracks and the source's
 audio. Output: `None` (keep) or the reason, with the measurement in `scores`. Whole-picture
-defects are checked first (blur, flicker), then overlays (subtitles, picture-in-picture,
-logos), then people (none / too many), colour cast (after people: an empty flat wall is
-`no_person`, not a cast) and framing. Lip sync is checked per
+defects are checked first (blur, flicker), then subtitles and picture-in-picture, then people
+(none / too many), then logos and colour cast (after people: in an empty, motionless shot every
+corner is static and a flat wall is all one colour, so `no_person` is the reason there), and
+framing. Lip sync is checked per
 track in the labelling stage (`out_of_sync`); a source without an audio track is `no_audio`.
 
 Measurements run at an analysis scale where the shorter side is 128 pixels.
@@ -30,6 +31,7 @@ REASONS = (
     "no_person",
     "too_many_people",
     "incomplete_framing",
+    "face_too_small",
     "out_of_sync",
     "inconsistent_labels",
     "unknown_semantics",
@@ -149,11 +151,13 @@ def _runs(line: np.ndarray, min_len: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(starts, ends, strict=True) if b - a >= min_len]
 
 
-def pip_score(edges: np.ndarray, cfg: FilterConfig) -> float:
-    """Area fraction of the largest static axis-aligned rectangle inside the frame (0: none).
+def pip_score(edges: np.ndarray, cfg: FilterConfig, small: np.ndarray | None = None) -> float:
+    """Area fraction of the largest inset picture (0: none).
 
-    Finds pairs of long static horizontal edge runs with the same x extent, joined at both
-    ends by static vertical edges: the outline of an inset picture.
+    An inset is a static axis-aligned rectangle inside the frame (pairs of long static
+    horizontal edge runs with the same x extent, joined at both ends by static vertical edges)
+    whose inside changes over the shot (a window or a picture on the wall does not).
+    `small` are the sampled frames the edges came from (the change check is skipped without).
     """
     h, w = edges.shape
     img = cv2.dilate(edges.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
@@ -175,9 +179,17 @@ def pip_score(edges: np.ndarray, cfg: FilterConfig) -> float:
                 continue
             left = img[y1 : y2 + 1, max(0, xa - 1) : xa + 2].any(axis=1).mean()
             right = img[y1 : y2 + 1, xb - 1 : xb + 2].any(axis=1).mean()
-            if min(left, right) >= 0.9:
+            if min(left, right) >= 0.9 and (small is None or _moves(small, xa, y1, xb, y2)):
                 best = max(best, area)
     return best
+
+
+def _moves(small: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> bool:
+    """Whether the inside of a rectangle changes between the sampled frames."""
+    inner = small[:, y0 + 2 : y1 - 1, x0 + 2 : x1 - 1].astype(np.float32)
+    if inner.size == 0 or len(inner) < 2:
+        return False
+    return float(np.abs(np.diff(inner, axis=0)).mean()) > 0.5
 
 
 def touches_border(t: Track, hw: tuple[int, int]) -> float:
@@ -214,22 +226,27 @@ def judge_shot(
     if scores["subtitles"] > fcfg.max_subtitle_score:
         return "subtitles", scores, []
     edges = static_edges(small)
-    scores["pip"] = pip_score(edges, fcfg)
+    scores["pip"] = pip_score(edges, fcfg, small)
     if scores["pip"] > 0:
         return "pip", scores, []
     people = people_in_shot(tracks, len(frames), dcfg)
-    scores["logo"] = logo_score(edges, _person_mask(edges.shape, people, k))
-    if scores["logo"] > fcfg.max_logo_score:
-        return "logo", scores, []
     scores["people"] = float(len(people))
     if not people:
         return "no_person", scores, []
     if len(people) > fcfg.max_people:
         return "too_many_people", scores, []
+    scores["logo"] = logo_score(edges, _person_mask(edges.shape, people, k))
+    if scores["logo"] > fcfg.max_logo_score:
+        return "logo", scores, []
     scores["colour_cast"] = colour_cast(small)
     if scores["colour_cast"] > fcfg.max_colour_cast:
         return "colour_cast", scores, []
     framed = [t for t in people if touches_border(t, frames.shape[1:3]) <= fcfg.max_cut_frac]
     if not framed:
         return "incomplete_framing", scores, []
-    return None, scores, framed
+    width = lambda t: float(np.median(t.boxes[:, 2] - t.boxes[:, 0]))
+    scores["face_px"] = max(width(t) for t in framed)
+    big = [t for t in framed if width(t) >= fcfg.min_face_px]
+    if not big:
+        return "face_too_small", scores, []
+    return None, scores, big

@@ -158,10 +158,15 @@ def decide(
     mouth: np.ndarray, env: np.ndarray, speech: np.ndarray, fps: float, cfg: LabelConfig
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw per-frame codes (SPEAK/LISTEN/IDLE/DISCARD) and sync scores of one track."""
-    motion = windowed_std(mouth, round(cfg.motion_window_s * fps))
+    # articulation is fast (syllables, 3-8 Hz); expression changes and loudness trends are
+    # slow: both signals are high-passed before motion and sync are measured
+    slow = max(3, round(cfg.highpass_s * fps))
+    mouth_hp = mouth - uniform_filter1d(mouth, slow, mode="nearest")
+    env_hp = env - uniform_filter1d(env, slow, mode="nearest")
+    motion = windowed_std(mouth_hp, round(cfg.motion_window_s * fps))
     moving = motion > cfg.motion_threshold
     if cfg.asd == "rule":
-        sync = sync_scores(mouth, env, round(cfg.sync_window_s * fps), cfg.max_lag_frames)
+        sync = sync_scores(mouth_hp, env_hp, round(cfg.sync_window_s * fps), cfg.max_lag_frames)
     else:
         sync = np.asarray(_load_asd(cfg.asd)(mouth, env, speech, fps), np.float64)
     in_sync = sync > cfg.sync_threshold

@@ -156,15 +156,12 @@ def op_filters(work: VideoWork, cfg: PrepConfig) -> None:
     _count(work, "filtered", len(ok), sum(s.length for s in ok))
 
 
-def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+def _same(a: np.ndarray | None, b: np.ndarray | None, threshold: float) -> bool:
+    """Whether two identity descriptors belong to one person (cosine similarity)."""
     if a is None or b is None:
         return False
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
-    return bool(na > 0 and nb > 0 and float(a @ b) / (na * nb) > cfg_similarity)
-
-
-cfg_similarity = 0.9
-"""Cosine similarity of identity descriptors above which two tracks are the same person."""
+    return bool(na > 0 and nb > 0 and float(a @ b) / (na * nb) > threshold)
 
 
 def op_tracks(work: VideoWork, cfg: PrepConfig) -> None:
@@ -177,7 +174,8 @@ def op_tracks(work: VideoWork, cfg: PrepConfig) -> None:
         for t in work.tracks[s.index]:
             if t.detected.sum() < 0.3 * t.n:
                 continue
-            match = next((k for k, f in enumerate(persons) if _same(f, t.feature)), None)
+            sim = cfg.detect.same_person_similarity
+            match = next((k for k, f in enumerate(persons) if _same(f, t.feature, sim)), None)
             if match is None:
                 persons.append(t.feature)
                 match = len(persons) - 1

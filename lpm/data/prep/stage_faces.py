@@ -1,7 +1,7 @@
 """A face detector for Stage renders (cartoon faces that detectors trained on photographs miss).
 
 Faces: a dlib FHOG sliding-window detector trained on Stage raw scenes from training identity
-seeds (`train_stage_detector`, shipped as `assets/stage_face_fhog.json`), run on frames
+seeds (`train_stage_detector`, shipped as `stage_face_fhog.json`), run on frames
 upscaled to at least 256 pixels. Mouth: the Stage mouth interior is drawn in one fixed dark red
 (and tongue red) that skin, hair and lips avoid, so the open-mouth area is a colour count in
 the lower-middle part of the face box, in face-width units. Head yaw: the horizontal offset of
@@ -21,7 +21,7 @@ import numpy as np
 
 from lpm.data.prep.detect import Face, appearance
 
-ASSET = Path(__file__).parent / "assets" / "stage_face_fhog.json"
+ASSET = Path(__file__).parent / "stage_face_fhog.json"
 _UPSCALE_TO = 256
 """Frames are upscaled so the shorter side is at least this many pixels before detection."""
 _MOUTH_X = (0.25, 0.75)
