@@ -132,12 +132,9 @@ def op_detect(work: VideoWork, cfg: PrepConfig) -> None:
 def op_filters(work: VideoWork, cfg: PrepConfig) -> None:
     src = work.source
     for s in work.shots:
-        if (
-            s.verdict == "too_short"
-            and not people_in_shot(work.tracks[s.index], s.length, cfg.detect)
-            and sharpness(_analysis(src.frames[s.start : s.end])[0]) >= cfg.filters.min_sharpness
-        ):
-            s.verdict = "no_person"  # a sharp empty shot is empty, whatever its length
+        if s.verdict == "too_short":
+            s.verdict = _short_shot_reason(work, s, cfg)
+            continue
         if s.verdict != "keep":
             continue
         reason, scores, people = judge_shot(
@@ -154,6 +151,29 @@ def op_filters(work: VideoWork, cfg: PrepConfig) -> None:
             work.people[s.index] = people
     ok = [s for s in work.shots if s.verdict == "keep"]
     _count(work, "filtered", len(ok), sum(s.length for s in ok))
+
+
+#: Defects visible in any piece of a shot: they name a drop better than its length does.
+CONTENT_DEFECTS = ("blur", "flicker", "subtitles", "pip", "logo", "colour_cast")
+
+
+def _short_shot_reason(work: VideoWork, s: ShotSpan, cfg: PrepConfig) -> str:
+    """Why a shot under the minimum length is dropped: its visible defect, emptiness, or length.
+
+    A spurious cut can split a subtitled or blurred shot into pieces under 3 s; reporting the
+    defect keeps the funnel's reasons truthful.
+    """
+    frames = work.source.frames[s.start : s.end]
+    if s.length >= 6:
+        reason, _, _ = judge_shot(frames, work.tracks[s.index], True, cfg.filters, cfg.detect)
+        if reason in CONTENT_DEFECTS:
+            return reason
+    if (
+        not people_in_shot(work.tracks[s.index], s.length, cfg.detect)
+        and sharpness(_analysis(frames)[0]) >= cfg.filters.min_sharpness
+    ):
+        return "no_person"  # a sharp empty shot is empty, whatever its length
+    return "too_short"
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None, threshold: float) -> bool:
