@@ -13,6 +13,7 @@ Timesteps are in model units (t = 1000 sigma).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -76,16 +77,23 @@ def backbone_chunk(
     schedule: OnlineSchedule,
     generator: torch.Generator | None = None,
     write_history: bool = True,
+    grad_steps: Collection[int] | None = None,
 ) -> torch.Tensor:
-    """Denoise one chunk from ``noise`` (B, C, Fc, h, w) with the backbone; returns x0."""
+    """Denoise one chunk from ``noise`` (B, C, Fc, h, w) with the backbone; returns x0.
+
+    ``grad_steps``: indices of the denoising steps that may record gradients (the distillation
+    rollout trains through the last one); None leaves every step to the ambient grad mode.
+    """
     b = noise.shape[0]
     sigmas = [t / 1000.0 for t in schedule.backbone_timesteps] + [0.0]
     x = noise if sigmas[0] == 1.0 else renoise(noise, sigmas[0], generator)
     x0 = x
-    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+    for i, (sigma, sigma_next) in enumerate(zip(sigmas[:-1], sigmas[1:], strict=True)):
         t = torch.full((b,), 1000.0 * sigma, device=noise.device)
-        v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
-        x0 = x - sigma * v
+        grad = torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)
+        with torch.set_grad_enabled(grad):
+            v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
+            x0 = x - sigma * v
         if sigma_next > 0:
             x = renoise(x0, sigma_next, generator)
     if write_history:
@@ -126,8 +134,12 @@ class ChunkStepper:
         references: References | None,
         schedule: OnlineSchedule,
         seed: int = 0,
+        backbone_grad_steps: Collection[int] | None = None,
     ) -> None:
         self.backbone = backbone
+        # Denoising steps of the backbone that record gradients (`backbone_chunk`); the
+        # streaming engine runs under no_grad and leaves this None.
+        self.backbone_grad_steps = backbone_grad_steps
         self.refiner = refiner
         self.schedule = schedule
         # One generator per stage, so pipelined stages in different threads stay deterministic.
@@ -155,6 +167,7 @@ class ChunkStepper:
             self.noise(shape, device),
             self.schedule,
             self.backbone_generator,
+            grad_steps=self.backbone_grad_steps,
         )
         self.chunks += 1
         return x0

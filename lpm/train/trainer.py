@@ -70,7 +70,72 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
     raise ValueError(f"data={recipe.data!r} has no loader")
 
 
-class Trainer:
+class StepLoop:
+    """The training loop shared by `Trainer` and the distillation trainer.
+
+    A subclass sets ``recipe`` (``name``, ``total_steps``, ``log_every``, ``checkpoint_every``),
+    ``dist``, ``progress``, ``run_dir``, ``metrics`` and ``step``, and implements `train_step`
+    (one optimiser step, returning its metrics record with ``loss`` and ``stage``) and `save`.
+    """
+
+    recipe: Any
+    dist: DistInfo
+    progress: bool
+    run_dir: Path
+    metrics: MetricsLog
+    step: int
+
+    #: Plots are redrawn with a checkpoint at most this often (seconds), and always at the end.
+    plot_interval_s = 60.0
+
+    def train_step(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, *, plot: bool = True) -> Path:
+        raise NotImplementedError
+
+    def fit(self) -> TrainResult:
+        """Train until the recipe's last step, logging and checkpointing on the way."""
+        recipe, total = self.recipe, self.recipe.total_steps
+        bar = None
+        if self.dist.is_main and self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=total, initial=self.step, desc=recipe.name, unit="step", dynamic_ncols=True
+            )
+        start, start_step, record, path = time.perf_counter(), self.step, None, None
+        last_plot = start
+        try:
+            while self.step < total:
+                record = self.train_step()
+                elapsed = time.perf_counter() - start
+                record["elapsed_s"] = elapsed
+                record["steps_per_s"] = (self.step - start_step) / max(elapsed, 1e-9)
+                last = self.step == total
+                if self.dist.is_main and (self.step % recipe.log_every == 0 or last):
+                    self.metrics.append(record)
+                    if bar is not None:
+                        bar.set_postfix(stage=record["stage"], loss=f"{record['loss']:.4f}")
+                if bar is not None:
+                    bar.update(1)
+                ckpt_due = recipe.checkpoint_every and self.step % recipe.checkpoint_every == 0
+                if ckpt_due or last:
+                    plot = last or time.perf_counter() - last_plot > self.plot_interval_s
+                    path = self.save(plot=plot)
+                    last_plot = time.perf_counter() if plot else last_plot
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.perf_counter() - start
+        return TrainResult(
+            steps=self.step, final_loss=record["loss"] if record else float("nan"),
+            steps_per_s=(self.step - start_step) / max(elapsed, 1e-9),
+            checkpoint=path or latest_checkpoint(self.run_dir),
+        )  # fmt: skip
+
+
+class Trainer(StepLoop):
     """Owns the model, optimiser, EMA, data order and run directory of one training run."""
 
     def __init__(
@@ -172,10 +237,7 @@ class Trainer:
             "samples": self.step * recipe.batch_size,
         }  # fmt: skip
 
-    # ---- loop --------------------------------------------------------------------------------
-    #: Plots are redrawn with a checkpoint at most this often (seconds), and always at the end.
-    plot_interval_s = 60.0
-
+    # ---- checkpoints ------------------------------------------------------------------------
     def save(self, *, plot: bool = True) -> Path:
         """Checkpoint the current step (collective); redraw the plots if ``plot``."""
         state = TrainerState(
@@ -191,43 +253,3 @@ class Trainer:
         if self.dist.is_main and plot:
             plot_metrics(self.run_dir, self.metrics.read())
         return path
-
-    def fit(self) -> TrainResult:
-        """Train until the recipe's last step, logging and checkpointing on the way."""
-        recipe, total = self.recipe, self.recipe.total_steps
-        bar = None
-        if self.dist.is_main and self.progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=total, initial=self.step, desc=recipe.name, unit="step", dynamic_ncols=True
-            )
-        start, start_step, record, path = time.perf_counter(), self.step, None, None
-        last_plot = start
-        try:
-            while self.step < total:
-                record = self.train_step()
-                elapsed = time.perf_counter() - start
-                record["elapsed_s"] = elapsed
-                record["steps_per_s"] = (self.step - start_step) / max(elapsed, 1e-9)
-                last = self.step == total
-                if self.dist.is_main and (self.step % recipe.log_every == 0 or last):
-                    self.metrics.append(record)
-                    if bar is not None:
-                        bar.set_postfix(stage=record["stage"], loss=f"{record['loss']:.4f}")
-                if bar is not None:
-                    bar.update(1)
-                ckpt_due = recipe.checkpoint_every and self.step % recipe.checkpoint_every == 0
-                if ckpt_due or last:
-                    plot = last or time.perf_counter() - last_plot > self.plot_interval_s
-                    path = self.save(plot=plot)
-                    last_plot = time.perf_counter() if plot else last_plot
-        finally:
-            if bar is not None:
-                bar.close()
-        elapsed = time.perf_counter() - start
-        return TrainResult(
-            steps=self.step, final_loss=record["loss"] if record else float("nan"),
-            steps_per_s=(self.step - start_step) / max(elapsed, 1e-9),
-            checkpoint=path or latest_checkpoint(self.run_dir),
-        )  # fmt: skip
