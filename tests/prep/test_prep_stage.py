@@ -6,8 +6,8 @@ import json
 import shutil
 
 import pytest
-from prep_stage_reader import MANIFEST_FIELDS, read_clip
 
+from lpm.data.stage.reader import MANIFEST_FIELDS, read_clip_dir
 from lpm.data.stage.writer import StageDatasetConfig, build_dataset, read_manifest
 
 
@@ -22,12 +22,12 @@ def test_clips_follow_the_stage_schema(prepped, tmp_path):
         progress=False,
     )
     stage_entry = read_manifest(tmp_path)[0]
-    stage = read_clip(tmp_path / stage_entry["dir"])
+    stage = read_clip_dir(tmp_path / stage_entry["dir"])
     for e in entries:
         assert set(MANIFEST_FIELDS) <= set(e) and set(stage_entry) <= set(e) | {"kind"}
-        clip = read_clip(out / e["dir"])
-        assert sorted(clip["fields"]) == sorted(stage["fields"])
-        assert clip["meta"]["num_frames"] >= 3 * 24
+        clip = read_clip_dir(out / e["dir"])
+        assert sorted(clip.fields) == sorted(stage.fields)
+        assert clip.meta["num_frames"] >= 3 * 24
     funnel = json.loads((out / "funnel.json").read_text())
     assert funnel["written"][0] == summary["clips"]
     assert funnel["shots"][1] >= funnel["filtered"][1] >= funnel["written"][1] > 0
