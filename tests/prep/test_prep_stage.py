@@ -64,3 +64,32 @@ def test_rerun_resumes_without_duplicates(raw_scenes, prepped, tmp_path):
     assert not list((work / "clips").glob(".tmp-*"))
     dirs = [json.loads(x)["dir"] for x in before.splitlines()]
     assert len(dirs) == len(set(dirs))
+
+
+@pytest.mark.slow
+def test_kept_clips_train_without_conversion(prepped, tmp_path):
+    """Prep output -> `lpm data encode` -> `lpm train`, with no conversion step."""
+    import torch
+
+    from lpm.data.encode import ClipEncoder, EncodeConfig, encode_dataset
+    from lpm.inference.bundle import load_encoders
+    from lpm.parallel.distributed import DistInfo
+    from lpm.train.recipes import apply_overrides, get_recipe
+    from lpm.train.trainer import Trainer
+    from tests.inference.test_pipeline import tiny_bundle
+
+    out, _ = prepped
+    tiny_bundle().save(tmp_path / "bundle")
+    spec, vae, text, audio = load_encoders(tmp_path / "bundle")
+    report = encode_dataset(
+        EncodeConfig(data=out, out=tmp_path / "cache", on_error="fail"),
+        ClipEncoder(vae, text, audio, spec.sample_rate),
+    )
+    assert report.encoded >= 2 and not report.skipped
+    recipe = apply_overrides(get_recipe("test-speak"), [
+        "data=cache", f"data_path={tmp_path / 'cache'}", "latent_shape=[4,16,16]",
+        "model.text_dim=32", "model.audio_dim=32", "batch_size=2", "stages.speak.steps=2",
+        "stages.speak.categories=[speak,silence,conversation,listen]",
+    ])  # fmt: skip
+    result = Trainer(recipe, tmp_path / "run", dist_info=DistInfo(), progress=False).fit()
+    assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))
