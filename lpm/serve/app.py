@@ -13,6 +13,7 @@ import contextlib
 import hmac
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 
 import cv2
@@ -93,8 +94,9 @@ def _decode_image(b64: str, what: str) -> np.ndarray:
 
 def _session_spec(req: SessionRequest, model: ServedModel, cfg: ServeConfig) -> SessionSpec:
     if req.model not in (None, "", "default", model.name, model.bundle.spec.name):
-        raise HTTPException(400, f"model {req.model!r} is not served here; this server runs "
-                            f"{model.name!r}")
+        raise HTTPException(
+            400, f"model {req.model!r} is not served here; this server runs {model.name!r}"
+        )
     if len(req.persona) > cfg.max_text_chars:
         raise HTTPException(400, f"persona is longer than {cfg.max_text_chars} characters")
     demo = find_character(req.character) if req.character else None
@@ -107,7 +109,9 @@ def _session_spec(req: SessionRequest, model: ServedModel, cfg: ServeConfig) -> 
     else:
         raise HTTPException(400, "give a character id or an image")
     refs = [
-        ReferenceImage(kind=r.kind, subtype=r.subtype, image=_decode_image(r.image, f"references[{i}]"))
+        ReferenceImage(
+            kind=r.kind, subtype=r.subtype, image=_decode_image(r.image, f"references[{i}]")
+        )
         for i, r in enumerate(req.references)
     ]
     persona = req.persona or (demo.description if demo else "")
@@ -151,7 +155,9 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
             return
         given = (authorization or "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), config.token.encode()):
-            raise HTTPException(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+            raise HTTPException(
+                401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"}
+            )
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -159,6 +165,18 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
         if size is not None and (not size.isdigit() or int(size) > MAX_BODY_BYTES):
             return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, 413)
         return await call_next(request)
+
+    _info_routes(app, model, config, authorised)
+    _session_routes(app, model, config, authorised)
+    return app
+
+
+def _info_routes(
+    app: FastAPI, model: ServedModel, config: ServeConfig, authorised: Callable
+) -> None:
+    """Client page, health, metrics, server info, demo characters."""
+    manager: SessionManager = app.state.manager
+    metrics: ServeMetrics = app.state.metrics
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -208,6 +226,14 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
         if found is None:
             raise HTTPException(404, f"unknown character {character_id!r}")
         return Response(character_png(found.seed), media_type="image/png")
+
+
+def _session_routes(
+    app: FastAPI, model: ServedModel, config: ServeConfig, authorised: Callable
+) -> None:
+    """Create, inspect and delete sessions; the session WebSocket."""
+    manager: SessionManager = app.state.manager
+    metrics: ServeMetrics = app.state.metrics
 
     @app.post(
         "/v1/sessions",
@@ -278,9 +304,3 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
         s.attached = True
         await ws.accept()
         await Connection(ws, s, manager).run()
-
-    from lpm.serve.webrtc import add_webrtc_routes
-
-    add_webrtc_routes(app, manager, authorised)
-    return app
-

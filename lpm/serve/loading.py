@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpm.inference import ModelBundle, shipped_bundle_path
+from lpm.inference.bundle import untrained_bundle
 
 log = logging.getLogger(__name__)
 
@@ -23,28 +24,6 @@ class ServedModel:
     """True when the weights are random (demo/dev): motion is noise, only speed is real."""
 
 
-def random_nano_online(size: int = 64) -> ModelBundle:
-    """The lpm-nano-online architecture (backbone + refiner + light decoder), random weights."""
-    from lpm.config import get_model_config
-    from lpm.inference.bundle import BundleSpec
-    from lpm.models.audio import LogMelFeatures
-    from lpm.models.dit.model import LPMTransformer
-    from lpm.models.text import NanoTextEncoder
-    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
-
-    cfg = get_model_config(SHIPPED_ONLINE)
-    spec = BundleSpec(name=SHIPPED_ONLINE, height=size, width=size, decoder="light")
-    return ModelBundle(
-        spec,
-        transformer=LPMTransformer(cfg),
-        refiner=LPMTransformer(cfg),
-        vae=build_wan_vae(WanVAEConfig.tiny()),
-        text_encoder=NanoTextEncoder(),
-        audio_encoder=LogMelFeatures(),
-        light_decoder=LightDecoder(),
-    ).eval()
-
-
 def load_served_model(
     model: Path | None, *, random_weights: bool = False, size: int = 64, device: str = "cpu"
 ) -> ServedModel:
@@ -58,7 +37,9 @@ def load_served_model(
         if model is not None:
             raise ValueError("give either --model DIR or --random-weights, not both")
         log.warning("serving lpm-nano-online with RANDOM weights: speed is real, motion is not")
-        return ServedModel(random_nano_online(size), f"{SHIPPED_ONLINE} (random weights)", True)
+        return ServedModel(
+            untrained_bundle(SHIPPED_ONLINE, size=size), f"{SHIPPED_ONLINE} (random weights)", True
+        )
     if model is None:
         try:
             model = shipped_bundle_path(SHIPPED_ONLINE)

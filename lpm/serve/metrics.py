@@ -97,7 +97,8 @@ class ServeMetrics:
         self.sessions = Gauge("lpm_sessions", "Sessions alive now.")
         self.sessions_total = Counter("lpm_sessions_total", "Sessions created.")
         self.sessions_rejected = Counter(
-            "lpm_sessions_rejected_total", "Session requests refused, by reason (busy, bad_request)."
+            "lpm_sessions_rejected_total",
+            "Session requests refused, by reason (busy, bad_request).",
         )
         self.chunks = Counter("lpm_chunks_total", "Chunks generated and sent, by state.")
         self.chunks_late = Counter(
@@ -108,7 +109,9 @@ class ServeMetrics:
         )
         self.frames = Counter("lpm_frames_sent_total", "Video frames sent.")
         self.chunk_compute = Histogram(
-            "lpm_chunk_compute_seconds", "Backbone start to decoded frames, per chunk.", LATENCY_BUCKETS
+            "lpm_chunk_compute_seconds",
+            "Backbone start to decoded frames, per chunk.",
+            LATENCY_BUCKETS,
         )
         self.input_latency = Histogram(
             "lpm_input_to_frame_seconds",
@@ -116,7 +119,9 @@ class ServeMetrics:
             LATENCY_BUCKETS,
         )
         self.rtf = Histogram(
-            "lpm_realtime_factor", "Chunk seconds / sequential compute seconds, per chunk.", RTF_BUCKETS
+            "lpm_realtime_factor",
+            "Chunk seconds / sequential compute seconds, per chunk.",
+            RTF_BUCKETS,
         )
         self.messages = Counter("lpm_messages_total", "Client WebSocket messages, by kind.")
         self.rejected = Counter("lpm_messages_rejected_total", "Client messages refused, by code.")

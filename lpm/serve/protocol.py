@@ -123,7 +123,9 @@ def split_binary(data: bytes) -> tuple[str, bytes]:
         raise ProtocolError("bad_frame", "binary frames are [stream byte][payload]")
     stream = STREAMS.get(data[0])
     if stream is None:
-        raise ProtocolError("bad_stream", f"stream byte must be 1 (user) or 2 (agent), not {data[0]}")
+        raise ProtocolError(
+            "bad_stream", f"stream byte must be 1 (user) or 2 (agent), not {data[0]}"
+        )
     return stream, data[1:]
 
 

@@ -86,7 +86,9 @@ class LiveSession:
             ProtocolError: the message is malformed or not allowed now.
         """
         if len(text) > self.cfg.max_message_bytes:
-            raise ProtocolError("too_large", f"messages are limited to {self.cfg.max_message_bytes}")
+            raise ProtocolError(
+                "too_large", f"messages are limited to {self.cfg.max_message_bytes}"
+            )
         msg = parse_client_text(text, self.cfg.max_text_chars)
         self.metrics.messages.inc(kind=msg.type)
         if isinstance(msg, AudioFormat):
@@ -112,7 +114,9 @@ class LiveSession:
     def handle_binary(self, data: bytes) -> None:
         """Apply one binary audio frame ``[stream u8][payload]``."""
         if len(data) > self.cfg.max_message_bytes:
-            raise ProtocolError("too_large", f"messages are limited to {self.cfg.max_message_bytes}")
+            raise ProtocolError(
+                "too_large", f"messages are limited to {self.cfg.max_message_bytes}"
+            )
         stream, payload = split_binary(data)
         self.metrics.messages.inc(kind=f"audio.{stream}")
         samples = self.decoders[stream].decode(payload)

@@ -88,7 +88,7 @@ class Connection:
             asyncio.create_task(self._receiver()),
             asyncio.create_task(self._pacer()),
             asyncio.create_task(self._limit()),
-            asyncio.create_task(asyncio.to_thread(s.ended.wait)),
+            asyncio.create_task(self._ended()),
         ]
         writer = asyncio.create_task(self._writer())
         try:
@@ -106,6 +106,12 @@ class Connection:
             await asyncio.to_thread(pump.join, 15.0)
             with contextlib.suppress(Exception):
                 await self.ws.close()
+
+    async def _ended(self) -> None:
+        # polled, not awaited in a worker thread: one blocked thread per session would exhaust
+        # the default executor that session creation also needs
+        while not self.session.ended.is_set():
+            await asyncio.sleep(0.1)
 
     def _notify(self, ev: dict) -> None:
         self.say(ev.pop("type"), **ev)
@@ -152,7 +158,9 @@ class Connection:
             fps = self.engine.fps
             for i, jpeg in enumerate(chunk.jpegs):
                 await asyncio.sleep(max(0.0, chunk.deadline + i / fps - time.monotonic()))
-                self.wire.put_nowait(media_frame(KIND_JPEG, chunk.index, i, chunk.pts + i / fps, jpeg))
+                self.wire.put_nowait(
+                    media_frame(KIND_JPEG, chunk.index, i, chunk.pts + i / fps, jpeg)
+                )
             self.metrics.frames.inc(len(chunk.jpegs))
         self.reason = "generation_stopped" if not self.session.ended.is_set() else self.reason
 
