@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -40,18 +39,17 @@ from lpm.distill.perceptual import build_perceptual
 from lpm.distill.recipes import DistillRecipe
 from lpm.distill.rollout import rollout, teacher_forced
 from lpm.distill.trajectories import TrajectoryCache
-from lpm.parallel import DistInfo, all_reduce_mean, barrier, parallelize
+from lpm.parallel import DistInfo, all_reduce_mean, parallelize
 from lpm.train.batch import Dataset, StageSampler, SyntheticDataset, TrainSample, collate, mix_seed
 from lpm.train.checkpoint import (
     TrainerState,
     checkpoint_dir,
-    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
 from lpm.train.determinism import seed_everything, set_deterministic
 from lpm.train.ema import EMA
-from lpm.train.metrics import MetricsLog, git_revision, plot_metrics
+from lpm.train.metrics import MetricsLog, plot_metrics
 from lpm.train.recipes import CATEGORIES
 from lpm.train.schedule import build_optimizer
 from lpm.train.trainer import StepLoop
@@ -161,47 +159,21 @@ class DistillTrainer(StepLoop):
         )  # fmt: skip
 
     # ---- run directory ---------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool) -> None:
-        existing = latest_checkpoint(self.run_dir)
-        if existing is not None and not resume:
-            raise ValueError(
-                f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass --resume "
-                "to continue it or choose another --out"
-            )
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.json").write_text(self.recipe.to_json())
-            run = {
-                "git_revision": git_revision(), "world_size": self.dist.world_size,
-                "device": str(self.device), "torch": torch.__version__,
-                "stage": self.recipe.stage, "stage_name": self.recipe.stage_name,
-                "model_config": self.cfg.to_dict(), "teacher_config": self.teacher.cfg.to_dict(),
-                "resumed_from": existing.name if existing else None,
-            }  # fmt: skip
-            (self.run_dir / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
-        barrier()
-        if existing is None:
-            if self.dist.is_main and self.metrics.path.exists():
-                self.metrics.path.unlink()
+    def run_info(self) -> dict[str, Any]:
+        return {"stage": self.recipe.stage, "stage_name": self.recipe.stage_name,
+                "teacher_config": self.teacher.cfg.to_dict()}  # fmt: skip
+
+    def restore_extra(self) -> None:
+        if self.critic is None:
             return
-        state = load_checkpoint(existing, model=self.model, optimizer=self.optimizer, ema=self.ema,
-                                dist_info=self.dist)  # fmt: skip
-        self.scheduler.load_state_dict(state.scheduler)
-        self.sampler.load_state_dict(state.sampler)
-        self.step = state.step
-        if self.critic is not None:
-            critic_dir = checkpoint_dir(self.run_dir / "critic", self.step)
-            if not (critic_dir / "trainer.json").is_file():
-                raise ValueError(f"{existing} has no critic checkpoint at {critic_dir}")
-            critic_state = load_checkpoint(
-                critic_dir, model=self.critic, optimizer=self.critic_optimizer, ema=None,
-                dist_info=self.dist,
-            )  # fmt: skip
-            self.critic_scheduler.load_state_dict(critic_state.scheduler)
-        if self.dist.is_main:
-            self.metrics.truncate(self.step)
-        log.info("resumed from %s at step %d", existing, self.step)
-        barrier()
+        critic_dir = checkpoint_dir(self.run_dir / "critic", self.step)
+        if not (critic_dir / "trainer.json").is_file():
+            raise ValueError(f"no critic checkpoint at {critic_dir} to resume step {self.step}")
+        critic_state = load_checkpoint(
+            critic_dir, model=self.critic, optimizer=self.critic_optimizer, ema=None,
+            dist_info=self.dist,
+        )  # fmt: skip
+        self.critic_scheduler.load_state_dict(critic_state.scheduler)
 
     def save(self, *, plot: bool = True) -> Path:
         """Checkpoint critic then student (collective); redraw the plots if ``plot``."""

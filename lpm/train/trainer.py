@@ -94,6 +94,47 @@ class StepLoop:
     def save(self, *, plot: bool = True) -> Path:
         raise NotImplementedError
 
+    def run_info(self) -> dict[str, Any]:
+        """Extra fields written into run.json."""
+        return {}
+
+    def restore_extra(self) -> None:
+        """Restore state beyond model/optimizer/EMA/scheduler/sampler after a resume."""
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        """Write recipe.json + run.json, or resume from the latest complete checkpoint."""
+        existing = latest_checkpoint(self.run_dir)
+        if existing is not None and not resume:
+            raise ValueError(
+                f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass --resume "
+                "to continue it or choose another --out"
+            )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "recipe.json").write_text(self.recipe.to_json())
+            run = {
+                "git_revision": git_revision(), "world_size": self.dist.world_size,
+                "device": str(self.device), "torch": torch.__version__,
+                "model_config": self.cfg.to_dict(), **self.run_info(),
+                "resumed_from": existing.name if existing else None,
+            }  # fmt: skip
+            (self.run_dir / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
+        barrier()
+        if existing is None:
+            if self.dist.is_main and self.metrics.path.exists():
+                self.metrics.path.unlink()
+            return
+        state = load_checkpoint(existing, model=self.model, optimizer=self.optimizer, ema=self.ema,
+                                dist_info=self.dist)  # fmt: skip
+        self.scheduler.load_state_dict(state.scheduler)
+        self.sampler.load_state_dict(state.sampler)
+        self.step = state.step
+        self.restore_extra()
+        if self.dist.is_main:
+            self.metrics.truncate(self.step)
+        log.info("resumed from %s at step %d", existing, self.step)
+        barrier()
+
     def fit(self) -> TrainResult:
         """Train until the recipe's last step, logging and checkpointing on the way."""
         recipe, total = self.recipe, self.recipe.total_steps
@@ -167,38 +208,6 @@ class Trainer(StepLoop):
         self._prepare_run_dir(resume)
 
     # ---- set-up ----------------------------------------------------------------------------
-    def _prepare_run_dir(self, resume: bool) -> None:
-        existing = latest_checkpoint(self.run_dir)
-        if existing is not None and not resume:
-            raise ValueError(
-                f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass --resume "
-                "to continue it or choose another --out"
-            )
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "recipe.json").write_text(self.recipe.to_json())
-            run = {
-                "git_revision": git_revision(), "world_size": self.dist.world_size,
-                "device": str(self.device), "torch": torch.__version__,
-                "model_config": self.cfg.to_dict(),
-                "resumed_from": existing.name if existing else None,
-            }  # fmt: skip
-            (self.run_dir / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True))
-        barrier()
-        if existing is None:
-            if self.dist.is_main and self.metrics.path.exists():
-                self.metrics.path.unlink()
-            return
-        state = load_checkpoint(existing, model=self.model, optimizer=self.optimizer, ema=self.ema,
-                                dist_info=self.dist)  # fmt: skip
-        self.scheduler.load_state_dict(state.scheduler)
-        self.sampler.load_state_dict(state.sampler)
-        self.step = state.step
-        if self.dist.is_main:
-            self.metrics.truncate(self.step)
-        log.info("resumed from %s at step %d", existing, self.step)
-        barrier()
-
     # ---- one step ----------------------------------------------------------------------------
     def _autocast(self):
         if self.bf16:

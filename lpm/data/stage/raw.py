@@ -75,6 +75,11 @@ def _plan_shots(rng: np.random.Generator, n_frames: int, fps: int) -> list[Shot]
         if n_frames - end < fps:  # no sliver at the end
             end = n_frames
         layout = LAYOUTS[int(rng.choice(4, p=[0.35, 0.28, 0.28, 0.09]))]
+        if shots and layout == shots[-1].layout:
+            # An editor never cuts between two identical framings (such a cut is invisible):
+            # the next shot always changes the framing.
+            others = [k for k in LAYOUTS if k != layout]
+            layout = others[int(rng.integers(len(others)))]
         defect = names[int(rng.choice(len(names), p=p / p.sum()))]
         if layout == "empty":
             defect = "empty"
