@@ -153,8 +153,9 @@ def op_filters(work: VideoWork, cfg: PrepConfig) -> None:
     _count(work, "filtered", len(ok), sum(s.length for s in ok))
 
 
-#: Defects visible in any piece of a shot: they name a drop better than its length does.
-CONTENT_DEFECTS = ("blur", "flicker", "subtitles", "pip", "logo", "colour_cast")
+#: Defects read reliably from any piece of a shot (logo and flicker detection need a long
+#: shot): they name a drop better than its length does.
+CONTENT_DEFECTS = ("blur", "subtitles", "pip")
 
 
 def _short_shot_reason(work: VideoWork, s: ShotSpan, cfg: PrepConfig) -> str:
