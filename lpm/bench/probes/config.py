@@ -118,7 +118,7 @@ class ProbeConfig:
 class ProbeTrainConfig:
     """The training recipe of `train_probes` (every count is deterministic for a seed)."""
 
-    steps: int = 1200
+    steps: int = 1000
     """Optimiser steps of the frame probe."""
     seed: int = 0
     """Seeds identities, frame states, augmentations and initialisation."""
@@ -126,6 +126,15 @@ class ProbeTrainConfig:
     """Training identities rendered into the frame cache."""
     frames_per_id: int = 6
     """Random `FrameState`s rendered per training identity."""
+    easy_per_id: int = 2
+    """Extra unobstructed frames per identity (`data.sample_easy_frame_state`), for the
+    curriculum."""
+    curriculum_frac: float = 0.4
+    """Fraction of the steps over which easy frames fade from all of the batch to `easy_floor`
+    and the degradation probability rises to `augment_prob` (expression is learned on easy
+    frames first; from random states alone its loss sits at chance for hundreds of steps)."""
+    easy_floor: float = 0.2
+    """Share of easy frames in a batch after the curriculum."""
     batch_ids: int = 16
     """Identities per batch; each contributes 2 frames (identity positives)."""
     lr: float = 2e-3
@@ -174,5 +183,9 @@ class ProbeTrainConfig:
             raise ValueError(
                 f"ProbeTrainConfig.augment_prob must be in [0, 1], got {self.augment_prob}"
             )
+        if not 0.0 <= self.curriculum_frac <= 1.0 or not 0.0 <= self.easy_floor <= 1.0:
+            raise ValueError("ProbeTrainConfig.curriculum_frac and easy_floor must be in [0, 1]")
+        if self.easy_per_id < 0:
+            raise ValueError(f"ProbeTrainConfig.easy_per_id must be >= 0, got {self.easy_per_id}")
         if self.action_steps < 0:
             raise ValueError("ProbeTrainConfig.action_steps must be >= 0")

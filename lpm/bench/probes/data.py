@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from multiprocessing import get_context
 
 import cv2
@@ -112,6 +112,27 @@ def sample_frame_state(rng: np.random.Generator) -> FrameState:
         lean=0.0 if rng.random() < 0.8 else float(rng.uniform(0, 1)),
         wave=0.0 if rng.random() < 0.85 else float(rng.uniform(0, 1)),
         wave_phase=float(rng.uniform(0, 2 * math.pi)),
+    )
+
+
+def sample_easy_frame_state(rng: np.random.Generator) -> FrameState:
+    """A near-frontal state whose expression is unobstructed: for the training curriculum.
+
+    Mouth closed (no speech), eyes open, |yaw| small, one expression at intensity 0.6..1 and no
+    cross-fade; the rest as in `sample_frame_state`.
+    """
+    s = sample_frame_state(rng)
+    return replace(
+        s,
+        view="front",
+        yaw=float(rng.normal(0, 6)),
+        pitch=float(rng.normal(0, 5)),
+        mouth_open=0.0,
+        blink=0.0,
+        intensity=float(rng.uniform(0.6, 1.0)),
+        prev_intensity=0.0,
+        lean=0.0,
+        wave=0.0,
     )
 
 
@@ -263,7 +284,11 @@ def _map(fn, items: list, workers: int) -> Iterator:
     if workers <= 1 or len(items) < 2:
         yield from map(fn, items)
         return
-    with get_context("fork").Pool(workers, initializer=_worker_init) as pool:
+    # forkserver, not fork: forking after torch has started its thread pool (action windows
+    # are rendered after training) deadlocks the workers
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["lpm.bench.probes.data"])
+    with ctx.Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(fn, items, chunksize=max(1, min(16, len(items) // (4 * workers))))
 
 
@@ -279,13 +304,18 @@ class FrameSet:
     """(N,) int64 identity index (0 .. number of identities - 1)."""
     identity_seeds: np.ndarray
     """(number of identities,) Stage identity seeds."""
+    easy: np.ndarray | None = None
+    """(N,) bool: frame drawn by `sample_easy_frame_state` (curriculum); None when none are."""
 
 
-def _render_identity(args: tuple[int, int, int, int]) -> tuple[np.ndarray, list[FrameState]]:
-    identity_seed, seed, index, n = args
+def _render_identity(
+    args: tuple[int, int, int, int, int],
+) -> tuple[np.ndarray, list[FrameState]]:
+    identity_seed, seed, index, n, n_easy = args
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0xF4A3]))
     ch = make_character(identity_seed)
     states = [sample_frame_state(rng) for _ in range(n)]
+    states += [sample_easy_frame_state(rng) for _ in range(n_easy)]
     return np.stack([render_frame(ch, s, RENDER_SIZE) for s in states]), states
 
 
@@ -299,15 +329,22 @@ def distinct_identities(split: str, n: int, seed: int) -> np.ndarray:
 
 
 def render_frame_set(
-    split: str, n_ids: int, frames_per_id: int, seed: int, workers: int = 1, progress=None
+    split: str,
+    n_ids: int,
+    frames_per_id: int,
+    seed: int,
+    workers: int = 1,
+    progress=None,
+    easy_per_id: int = 0,
 ) -> FrameSet:
     """Render `frames_per_id` random states of `n_ids` identities of `split` (deterministic).
 
     Args:
         progress: optional callable invoked with the number of identities just rendered.
+        easy_per_id: extra `sample_easy_frame_state` frames per identity, after its random ones.
     """
     seeds = distinct_identities(split, n_ids, seed)
-    jobs = [(int(s), seed, i, frames_per_id) for i, s in enumerate(seeds)]
+    jobs = [(int(s), seed, i, frames_per_id, easy_per_id) for i, s in enumerate(seeds)]
     frames, states = [], []
     for imgs, st in _map(_render_identity, jobs, workers):
         frames.append(imgs)
@@ -317,8 +354,11 @@ def render_frame_set(
     return FrameSet(
         frames=np.concatenate(frames),
         targets=frame_targets(states),
-        identity=np.repeat(np.arange(n_ids), frames_per_id),
+        identity=np.repeat(np.arange(n_ids), frames_per_id + easy_per_id),
         identity_seeds=seeds,
+        easy=np.tile(np.arange(frames_per_id + easy_per_id) >= frames_per_id, n_ids)
+        if easy_per_id
+        else None,
     )
 
 

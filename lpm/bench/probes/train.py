@@ -120,12 +120,40 @@ def _frame_loss(
         / n_vis,
         "aux": F.mse_loss(o.aux, torch.stack([t[k] for k in AUX_FIELDS], -1)),
         # dense expression geometry (smile, brows, lids...): breaks the expression plateau
-        "face_params": 5 * (vis[:, None] * (o.face_params - t["face_params"]) ** 2).mean(1).sum()
+        "face_params": 5
+        * (vis[:, None] * (o.face_params - t["face_params"]) ** 2).mean(1).sum()
         / n_vis,
         # the identity branch shares no weights with the others, so it needs no down-weighting
         "identity": _identity_losses(o.identity, ids, proxies),
     }
     return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+
+
+def _curriculum(step: int, cfg: ProbeTrainConfig) -> tuple[float, float]:
+    """(share of easy frames, degradation probability) at `step`."""
+    ramp = min(1.0, step / max(1.0, cfg.curriculum_frac * cfg.steps))
+    p_easy = 1.0 + (cfg.easy_floor - 1.0) * ramp
+    p_aug = cfg.augment_prob * (0.25 + 0.75 * ramp)
+    return p_easy, p_aug
+
+
+def _pick_frames(
+    rng: np.random.Generator, n: int, groups: tuple[np.ndarray, np.ndarray], p_easy: float
+) -> np.ndarray:
+    """(n, 2) frame slots within each identity: easy slots with probability `p_easy`."""
+    random_slots, easy_slots = groups
+    if len(easy_slots) == 0:
+        p_easy = 0.0
+    out = np.empty((n, 2), np.int64)
+    for i in range(n):
+        for j in range(2):
+            group = easy_slots if rng.random() < p_easy else random_slots
+            out[i, j] = group[rng.integers(len(group))]
+        if out[i, 0] == out[i, 1]:  # two distinct frames make the identity positive pair
+            out[i, 1] = rng.choice(
+                np.setdiff1d(np.arange(len(random_slots) + len(easy_slots)), out[i, :1])
+            )
+    return out
 
 
 def _train_frame_probe(
@@ -134,6 +162,8 @@ def _train_frame_probe(
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x7A1]))
     n_ids = len(fs.identity_seeds)
     per_id = len(fs.identity) // n_ids
+    easy_row = fs.easy[:per_id] if fs.easy is not None else np.zeros(per_id, bool)
+    groups_of_row = (np.flatnonzero(~easy_row), np.flatnonzero(easy_row))
     proxies = nn.Parameter(torch.randn(n_ids, net.config.id_dim) * 0.1)
     groups = net.branch_parameters()
     groups["identity"] = [*groups["identity"], proxies]
@@ -144,10 +174,11 @@ def _train_frame_probe(
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="frame probe", disable=not progress)
     for step in bar:
+        p_easy, p_aug = _curriculum(step, cfg)
         ids = rng.choice(n_ids, size=cfg.batch_ids, replace=False)
-        pick = np.stack([rng.choice(per_id, size=2, replace=False) for _ in ids])
+        pick = _pick_frames(rng, len(ids), groups_of_row, p_easy)
         idx = (ids[:, None] * per_id + pick).reshape(-1)
-        frames = degrade_batch(fs.frames[idx], rng, cfg.augment_prob)
+        frames = degrade_batch(fs.frames[idx], rng, p_aug)
         x = to_probe_input(frames, net.config.input_size)
         t = {k: v[idx] for k, v in targets.items()}
         for g in opt.param_groups:
@@ -219,7 +250,7 @@ def _train_action_probe(
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == cfg.action_steps - 1:
-            log.write(stage="action", step=step, loss=float(loss))
+            log.write(stage="action", step=step, loss=float(loss.detach()))
     net.eval()
 
 
@@ -263,7 +294,12 @@ def train_probes(
         # 1. frame cache of training identities
         t = time.perf_counter()
         fs = render_frame_set(
-            "train", cfg.train_ids, cfg.frames_per_id, cfg.seed, cfg.render_workers
+            "train",
+            cfg.train_ids,
+            cfg.frames_per_id,
+            cfg.seed,
+            cfg.render_workers,
+            easy_per_id=cfg.easy_per_id,
         )
         timings["render_frames_s"] = time.perf_counter() - t
         # 2. frame probe
