@@ -55,7 +55,7 @@ def test_shipped_weights_are_small_and_carded():
     assert clean["identity_eer"] <= 0.05
     assert clean["blink_acc"] >= 0.9
     # the expression target (0.9) is not met yet; the card must record the measured value
-    assert 0.3 <= clean["expression_acc"] <= 1.0
+    assert 0.8 <= clean["expression_acc"] <= 1.0
 
 
 @needs_weights
@@ -66,7 +66,7 @@ def test_heldout_frames_meet_targets(probes, heldout):
     assert vis.sum() >= 150
     assert r2_score(r.mouth_open[vis], t["mouth_open"][vis]) >= 0.85
     # chance is 1/8; the shipped probes reach ~0.37 on the card's held-out draw
-    assert np.mean(r.expression[vis] == t["expression"][vis]) >= 0.25
+    assert np.mean(r.expression[vis] == t["expression"][vis]) >= 0.7
     assert np.mean(r.blinking[vis] == (t["blink"][vis] > 0.5)) >= 0.85
 
 
@@ -88,7 +88,7 @@ def test_readings_survive_blur_and_jpeg(probes, heldout):
     a, b = probes.read_frames(frames), probes.read_frames(bad)
     assert np.mean(np.abs(a.mouth_open - b.mouth_open)) < 0.08
     # the expression head is weak (card: ~0.37 accuracy), so its agreement is too (~0.55)
-    assert np.mean(a.expression == b.expression) >= 0.45
+    assert np.mean(a.expression == b.expression) >= 0.7
     assert np.median(np.abs(a.yaw - b.yaw)) < 5.0
     assert np.mean(np.sum(a.identity * b.identity, axis=1)) > 0.8
 
