@@ -70,10 +70,16 @@ def test_browser_listens_then_responds(tiny_model, tmp_path):
             driver.get(f"{srv.url}/?autostart=1&character=stage-090001")
             states: set[str] = set()
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not {"listening", "responding"} <= states:
+            audio = 0
+            # The responding state event can precede the agent audio of its first chunk: wait
+            # for both.
+            while time.monotonic() < deadline and not (
+                {"listening", "responding"} <= states and audio >= 1
+            ):
                 time.sleep(0.5)
                 lpm = driver.execute_script("return window.lpm")
                 states = {s["state"] for s in lpm["states"]}
+                audio = lpm["audioChunks"]
             assert lpm["mic"] is True, lpm["errors"]
             assert lpm["frames"] > 24, lpm
             assert "listening" in states, lpm["states"]
