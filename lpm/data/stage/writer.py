@@ -14,10 +14,8 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import soundfile as sf
@@ -35,56 +33,11 @@ from lpm.data.stage.schema import (
     STATES,
 )
 from lpm.data.stage.speech import BACKENDS, resolve_backend
+from lpm.media import write_mp4
 
 log = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp-"
-
-
-def write_mp4(
-    path: Path,
-    frames: np.ndarray,
-    fps: int,
-    audio: np.ndarray | None = None,
-    sample_rate: int = DEFAULT_SAMPLE_RATE,
-    crf: int = 18,
-) -> None:
-    """Write H.264 video (yuv420p) with an optional mono AAC track.
-
-    Args:
-        frames: (T, H, W, 3) uint8 RGB; H and W must be even.
-        fps: frames per second.
-        audio: (N,) float32 in [-1, 1] at `sample_rate` Hz.
-    """
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
-    t, h, w, _ = frames.shape
-    if h % 2 or w % 2:
-        raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=fps)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        video.options = {"crf": str(crf), "preset": "veryfast"}
-        video.codec_context.time_base = Fraction(1, fps)
-        astream = None
-        if audio is not None:
-            astream = container.add_stream("aac", rate=sample_rate, layout="mono")
-        for i in range(t):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
-            frame.pts = i
-            container.mux(video.encode(frame))
-        container.mux(video.encode())
-        if astream is not None:
-            pcm = np.clip(np.asarray(audio, np.float32), -1.0, 1.0)
-            chunk = 1024
-            for k, s in enumerate(range(0, len(pcm), chunk)):
-                data = pcm[s : s + chunk]
-                af = av.AudioFrame.from_ndarray(data[None, :], format="flt", layout="mono")
-                af.sample_rate = sample_rate
-                af.pts = k * chunk
-                af.time_base = Fraction(1, sample_rate)
-                container.mux(astream.encode(af))
-            container.mux(astream.encode())
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
