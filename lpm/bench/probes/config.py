@@ -118,7 +118,7 @@ class ProbeConfig:
 class ProbeTrainConfig:
     """The training recipe of `train_probes` (every count is deterministic for a seed)."""
 
-    steps: int = 8000
+    steps: int = 12000
     """Optimiser steps of the frame probe."""
     seed: int = 0
     """Seeds identities, frame states, augmentations and initialisation."""
