@@ -157,6 +157,30 @@ def sync_metrics(
     return out
 
 
+def truth_mouth_metrics(r: Readings, labels: dict | None) -> dict[str, float | None]:
+    """Mouth readings against a Stage case's ground-truth labels (None without labels).
+
+    ``truth_mouth_corr``: Pearson correlation of the mouth reading with the labelled mouth
+    opening over the frames where the performer speaks (>= 0.5 s of them).
+    ``listen_mouth``: mean mouth reading over the frames where the performer listens.
+    """
+    out: dict[str, float | None] = {"truth_mouth_corr": None, "listen_mouth": None}
+    if r.mouth_open is None or not labels:
+        return out
+    fields_ = labels.get("fields", labels)
+    n = min(len(r.mouth_open), len(fields_["mouth_open"]))
+    state = np.asarray(fields_["state"][:n])
+    truth = np.asarray(fields_["mouth_open"][:n], dtype=np.float64)
+    fps = float(labels.get("fps", 24))
+    speak = state == "speak"
+    if speak.sum() >= fps * 0.5:
+        out["truth_mouth_corr"] = _corr(r.mouth_open[:n][speak], truth[speak])
+    listen = state == "listen"
+    if listen.any():
+        out["listen_mouth"] = float(r.mouth_open[:n][listen].mean())
+    return out
+
+
 # --- identity -----------------------------------------------------------------------------------
 
 

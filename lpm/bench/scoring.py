@@ -25,6 +25,7 @@ from lpm.bench.metrics import (
     sync_metrics,
     text_metrics,
     text_results,
+    truth_mouth_metrics,
 )
 
 FEATURE_SAMPLES = 96
@@ -104,6 +105,7 @@ def score_readings(
     case = inputs.case
     m: dict[str, float | None] = {}
     m.update(sync_metrics(r, inputs.speak, inputs.listen, inputs.sample_rate, fps))
+    m.update(truth_mouth_metrics(r, inputs.truth_labels))
     series = identity_series(r, ref_emb)
     m.update(identity_metrics(series, fps))
     m.update(motion_metrics(motion_stats(r, fps), truth_stats))

@@ -236,7 +236,26 @@ def _with_duration(case: CaseSpec, seconds: float, new_id: str | None = None) ->
     return CaseSpec.from_dict(d)
 
 
-BUILTIN_SUITES = {"stage-1000": stage_1000, "stage-mini": stage_mini}
+def stage_heldout(*, duration_scale: float = 1.0, size: int = 64, seed: int = 11) -> Suite:
+    """24 held-out Stage cases of 4 s that measure a model against its ground truth.
+
+    8 speaking, 8 listening and 8 diverse-motion cases (text-triggered actions and expressions);
+    the `lpm-nano` quality table (docs/training.md) is computed on this suite.
+    """
+    if duration_scale <= 0:
+        raise ValueError(f"duration_scale must be positive, got {duration_scale}")
+    cases = []
+    for i in range(24):
+        subset = ("speaking", "listening", "diverse-motion")[i // 8]
+        cases.append(_with_duration(stage_case(seed, i, subset, size=size), 4.0 * duration_scale))
+    return Suite(
+        name="stage-heldout", cases=tuple(cases),
+        description="24 held-out Stage cases (speaking, listening, diverse motion), 4 s each",
+    )  # fmt: skip
+
+
+BUILTIN_SUITES = {"stage-1000": stage_1000, "stage-mini": stage_mini,
+                  "stage-heldout": stage_heldout}  # fmt: skip
 
 
 def load_suite(name_or_path: str | Path, *, duration_scale: float = 1.0) -> Suite:

@@ -59,8 +59,10 @@ def suite_cmd(
         raise _fail(err) from err
     d = np.array([c.duration_s for c in suite.cases])
     typer.echo(f"{suite.name}: {len(suite.cases)} cases {suite.composition()}")
-    typer.echo(f"durations: median {np.median(d):.1f} s, min {d.min():.1f} s, max {d.max():.1f} s,"
-               f" total {d.sum() / 3600:.2f} h")
+    typer.echo(
+        f"durations: median {np.median(d):.1f} s, min {d.min():.1f} s, max {d.max():.1f} s,"
+        f" total {d.sum() / 3600:.2f} h"
+    )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(suite.to_dict(), indent=1) + "\n")
@@ -75,8 +77,10 @@ def _backend(kind: str, probes: Path | None, arcface: Path | None, i3d: Path | N
 
         return StageBackend(load_probes(probes))
     if kind == "real":
-        return RealFaceBackend(identity=IdentityEmbedder(arcface) if arcface else None,
-                               features=FeatureExtractor(i3d) if i3d else None)
+        return RealFaceBackend(
+            identity=IdentityEmbedder(arcface) if arcface else None,
+            features=FeatureExtractor(i3d) if i3d else None,
+        )
     raise ValueError(f"--backend must be stage or real, got {kind!r}")
 
 
@@ -109,15 +113,27 @@ def run_cmd(
             from lpm.inference import shipped_bundle_path
 
             model = shipped_bundle_path()
-        cfg = RunConfig(suite=suite, out=out, model=model, videos=videos, system=name,
-                        online=online, duration_scale=duration_scale, limit=limit, seed=seed,
-                        steps=steps, with_truth=truth, progress=progress)
+        cfg = RunConfig(
+            suite=suite,
+            out=out,
+            model=model,
+            videos=videos,
+            system=name,
+            online=online,
+            duration_scale=duration_scale,
+            limit=limit,
+            seed=seed,
+            steps=steps,
+            with_truth=truth,
+            progress=progress,
+        )
         summary = run_suite(cfg, backend=_backend(backend, probes, arcface, i3d))
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise _fail(err) from err
-    typer.echo(f"{summary.suite}: {summary.cases} cases, systems {summary.systems}, "
-               f"{summary.seconds:.0f} s" + (f"; missing {summary.missing}" if summary.missing
-                                             else ""))
+    typer.echo(
+        f"{summary.suite}: {summary.cases} cases, systems {summary.systems}, "
+        f"{summary.seconds:.0f} s" + (f"; missing {summary.missing}" if summary.missing else "")
+    )
     if report:
         html, metrics = write_report(out)
         typer.echo(f"report: {html}\nmetrics: {metrics}")
@@ -170,8 +186,9 @@ def rate_cmd(
             typer.echo(f"{added} new pairs ({a} vs {b})")
         if export is not None:
             ratings = store.export()
-            export.write_text(json.dumps({"ratings": ratings,
-                                          "aggregate": aggregate_ratings(ratings)}, indent=1))
+            export.write_text(
+                json.dumps({"ratings": ratings, "aggregate": aggregate_ratings(ratings)}, indent=1)
+            )
             typer.echo(f"wrote {len(ratings)} ratings to {export}")
             return
         if serve:

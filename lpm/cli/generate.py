@@ -76,12 +76,19 @@ def generate(
     device: str = typer.Option("cpu", help="Torch device."),
     online: bool = typer.Option(False, "--online", help="Stream with the distilled online model."),
 ) -> None:
-    """Generate a video offline (Base LPM). With no model named, the shipped lpm-nano is used."""
+    """Generate a video offline (Base LPM). With no model named, the shipped lpm-nano is used;
+    with no inputs at all, the shipped demo (a held-out character speaking and listening)."""
     from lpm.inference import Pipeline, load_script, shipped_bundle_path
     from lpm.media import read_image
 
     try:
         bundle_dir = model or shipped_bundle_path()
+        if image is None and speak is None and listen is None and script is None:
+            from lpm.inference.demo import demo_inputs
+
+            demo = demo_inputs()
+            image, speak, listen, script = demo.image, demo.speak, demo.listen, demo.script
+            typer.echo(f"no inputs given: generating the shipped demo ({demo.image.parent})")
         if image is None:
             raise typer.BadParameter("give --image CHARACTER.png", param_hint="--image")
         segments = load_script(script) if script else []

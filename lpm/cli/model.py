@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -57,3 +58,41 @@ def info(
     Console().print(table)
     if as_json:
         print(json.dumps(report))
+
+
+@app.command()
+def pack(
+    vae: Path = typer.Option(..., help="`lpm train-vae` output (vae/ + light_decoder/)."),
+    out: Path = typer.Option(..., help="Bundle directory to write."),
+    checkpoint: Path = typer.Option(
+        None, help="Training run or checkpoint (EMA preferred); none: a fresh transformer."
+    ),
+    encoders: Path = typer.Option(
+        None, help="Bundle whose text/audio encoders to reuse (the one that encoded the data)."
+    ),
+    name: str = typer.Option("lpm-nano", help="Name recorded in bundle.json."),
+    config: str = typer.Option("lpm-nano", help="Config of a fresh transformer."),
+    size: int = typer.Option(64, help="Frame height and width in pixels."),
+    segment_latents: int = typer.Option(12, help="Latent frames per offline segment."),
+    steps: int = typer.Option(20, help="Default denoising steps."),
+    text_scale: float = typer.Option(4.0, help="Default text guidance scale."),
+    audio_scale: float = typer.Option(4.0, help="Default audio guidance scale."),
+    half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
+) -> None:
+    """Assemble a model bundle from a trained VAE, a training run and encoders."""
+    from lpm.inference.bundle import SamplingDefaults
+    from lpm.inference.pack import PackSettings, pack_bundle
+
+    try:
+        settings = PackSettings(
+            name=name, config=config, size=size, segment_latents=segment_latents,
+            sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale),
+        )  # fmt: skip
+        path = pack_bundle(settings, vae_dir=vae, out=out, checkpoint=checkpoint,
+                           encoders=encoders, half=half, overwrite=overwrite)  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    typer.echo(f"wrote {path} ({size_mb:.1f} MB)")

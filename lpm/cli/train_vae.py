@@ -33,7 +33,10 @@ def train_vae(
         recipe = VaeRecipe(**values)
     except (TypeError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
-    bar = tqdm(total=recipe.vae_steps + recipe.decoder_steps, disable=not progress, unit="step")
+    total = recipe.vae_steps
+    if recipe.kind == "wan":
+        total += recipe.image_steps + recipe.decoder_steps
+    bar = tqdm(total=total, disable=not progress, unit="step")
 
     def tick(_done: int, _total: int, metrics: dict) -> None:
         bar.update(1)

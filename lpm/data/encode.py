@@ -132,16 +132,21 @@ class ClipEncoder:
             wave_t = torch.from_numpy(wave)[None]
             audio[name] = self.audio(wave_t, n_lat * self.span)[0].float()
         text, mask = self.text.encode([_caption(clip_dir)])
-        kinds, refs = [], []
+        kinds, images = [], []
         for fname, kind in reference_files():
             path = clip_dir / "refs" / fname
             if path.is_file():
                 try:
-                    image = read_image(path)
+                    images.append(read_image(path))
                 except ValueError as err:
                     raise ClipError(str(err)) from None
-                refs.append(self.vae.encode(_to_video(image[None]))[0])
                 kinds.append(kind)
+        if len({im.shape for im in images}) > 1:
+            raise ClipError(f"{clip_dir / 'refs'}: reference images differ in size")
+        refs = []
+        if images:  # one batched encode: (R, 3, 1, H, W) -> (R, C, 1, h, w) -> (C, R, h, w)
+            batch = torch.cat([_to_video(im[None]) for im in images])
+            refs = [self.vae.encode(batch)[:, :, 0].transpose(0, 1)]
         out = {
             "latents": latents.float(),
             "speak_audio": audio["speak"],

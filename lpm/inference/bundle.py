@@ -4,7 +4,8 @@ A bundle is a directory::
 
     <dir>/bundle.json        BundleSpec: which encoders, resolution, sampling defaults
     <dir>/transformer/       LPM checkpoint (config.json + model*.safetensors)
-    <dir>/vae/               Wan VAE, diffusers layout (config.json + safetensors)
+    <dir>/vae/               Wan VAE, diffusers layout (config.json + safetensors), or the
+                             nano VAE (config.json marked LPMNanoVAE + model.safetensors)
     <dir>/light_decoder/     optional: config.json + model.safetensors
     <dir>/text_encoder/      nano: config.json + model.safetensors; umt5: a local umT5 folder
     <dir>/audio_encoder/     logmel: config.json; wav2vec2: a local folder (+ layer weights)
@@ -16,6 +17,7 @@ Everything is safetensors or JSON: nothing is unpickled.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -216,7 +218,11 @@ class ModelBundle:
                 save_lpm_checkpoint(
                     _half_copy(self.refiner) if half else self.refiner, tmp / "refiner"
                 )
-            self.vae.model.save_pretrained(tmp / "vae", safe_serialization=True)
+            if hasattr(self.vae, "save"):  # the nano VAE: config.json + model.safetensors
+                self.vae.save(tmp / "vae", half=half)
+            else:  # a Wan VAE: diffusers layout
+                vae = copy.deepcopy(self.vae.model).half() if half else self.vae.model
+                vae.save_pretrained(tmp / "vae", safe_serialization=True)
             if self.spec.text_encoder == "nano":
                 save_module(self.text_encoder, self.text_encoder.config, tmp / "text_encoder", half)
             if self.spec.audio_encoder == "logmel":
@@ -280,9 +286,9 @@ def load_encoders(directory: str | Path, *, device: str | torch.device = "cpu"):
 def _load_encoders(spec: BundleSpec, where, device, fps: int, text_len: int):
     from lpm.models.audio import LogMelConfig, LogMelFeatures, Wav2Vec2Features, load_wav2vec2
     from lpm.models.text import NanoTextEncoder, NanoTextEncoderConfig, load_minilm, load_umt5
-    from lpm.models.vae import load_wan_vae
+    from lpm.models.vae import load_vae
 
-    vae = load_wan_vae(where("vae"), device=device)
+    vae = load_vae(where("vae"), device=device)
     if spec.text_encoder == "nano":
         text = load_module(NanoTextEncoder, NanoTextEncoderConfig, where("text_encoder"))
     elif spec.text_encoder == "umt5":

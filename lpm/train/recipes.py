@@ -100,7 +100,7 @@ class TrainRecipe:
     dataset_size: int = 1024
     """Samples in the synthetic dataset."""
     latent_shape: tuple[int, int, int] = (6, 16, 16)
-    """(F, h, w) latent frames, height and width per clip (1 s at 128x128 for lpm-nano)."""
+    """(F, h, w) latent frames, height and width per clip (2 s at 64x64 for lpm-nano)."""
     batch_size: int = 2
     """Global batch (samples per optimiser step, summed over ranks)."""
     lr: float = 1e-4
@@ -367,14 +367,15 @@ RECIPES: dict[str, TrainRecipe] = {
         TrainRecipe(
             name="nano-base",
             model="lpm-nano",
-            dataset_size=4096,
-            latent_shape=(6, 16, 16),
+            data="cache",
+            data_path="runs/nano-cache",
+            latent_shape=(12, 8, 8),
             batch_size=8,
-            lr=2e-4,
-            warmup_steps=500,
-            checkpoint_every=1000,
+            lr=3e-4,
+            warmup_steps=200,
+            checkpoint_every=500,
             log_every=20,
-            stages=base_curriculum(20_000, 20_000, 10_000, 10_000),
+            stages=base_curriculum(1500, 1500, 1000, 1000),
         ),
         TrainRecipe(
             name="test-tiny",

@@ -3,8 +3,10 @@
 Legend: B batch, T = 1 + 4k video frames, F = 1 + k latent frames, S frame size in pixels.
 
 1. `train_vae`: a tiny `AutoencoderKLWan` (Wan's 16-channel 4x8x8 layout) learns to reconstruct
-   Stage clips rendered on the fly (L1 + image-gradient L1 + a small KL). Being fully
-   convolutional, it can train on small crops of time and space and run at any size.
+   Stage frames rendered on the fly (L1 + image-gradient L1 + a small KL on the posterior mean).
+   It first learns still images (random poses, expressions and mouths of training identities:
+   one latent frame each, so a step sees many faces cheaply), then whole clips, which train
+   the temporal (causal) part. Being fully convolutional, it runs at any size later.
 2. `latent_statistics`: per-channel mean/std of its latents over fresh clips, written into the
    VAE config so the DiT sees roughly unit-variance latents (as Wan2.1 ships its own).
 3. `train_light_decoder`: the light decoder learns to reproduce the VAE decoder's frames from
@@ -29,6 +31,7 @@ from lpm.models.serialization import save_module
 from lpm.models.vae import (
     LightDecoder,
     LightDecoderConfig,
+    NanoVAE,
     WanVAE,
     WanVAEConfig,
     build_wan_vae,
@@ -44,18 +47,28 @@ ProgressFn = Callable[[int, int, dict], None]
 class VaeRecipe:
     """Settings of the nano VAE + light decoder training."""
 
+    kind: str = "nano"
+    """``nano``: the `NanoVAE` lpm-nano ships (clip steps only; its decoder is already light,
+    so no light decoder is distilled); ``wan``: a tiny `AutoencoderKLWan` (image then clip
+    steps, then the light decoder)."""
     base_dim: int = 16
-    """Width of the tiny VAE's first stage."""
+    """Width of the tiny Wan VAE's first stage."""
     size: int = 64
     """Training frame size in pixels (the VAE is convolutional: it runs at any size later)."""
     frames: int = 9
     """Video frames per training clip (1 + 4k)."""
-    batch_size: int = 2
-    vae_steps: int = 2000
+    batch_size: int = 4
+    image_steps: int = 2500
+    """Steps on still images before the clip steps (``wan`` only)."""
+    image_batch_size: int = 12
+    """Still images per image step."""
+    vae_steps: int = 1500
+    """Steps on clips of ``frames`` frames."""
     decoder_steps: int = 1000
-    lr: float = 3e-4
-    kl_weight: float = 1e-6
-    """Weight of the KL term (small: the latents only need to be smooth, not Gaussian)."""
+    lr: float = 1e-3
+    kl_weight: float = 1e-4
+    """Weight of the KL term (``wan``) or of the latent L2 term (``nano``): small, the latents
+    only need to stay bounded, not Gaussian."""
     gradient_weight: float = 0.5
     """Weight of the image-gradient L1 term (keeps cartoon edges sharp)."""
     stats_clips: int = 16
@@ -63,15 +76,17 @@ class VaeRecipe:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.kind not in ("nano", "wan"):
+            raise ValueError(f"kind={self.kind!r} must be 'nano' or 'wan'")
         if (self.frames - 1) % 4 or self.frames < 1:
             raise ValueError(f"frames={self.frames} must be 1 + 4k")
         if self.size % 16:
             raise ValueError(f"size={self.size} must be a multiple of 16")
-        for name in ("batch_size", "stats_clips"):
+        for name in ("batch_size", "stats_clips", "image_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.vae_steps < 0 or self.decoder_steps < 0:
-            raise ValueError("vae_steps and decoder_steps must be >= 0")
+        if min(self.image_steps, self.vae_steps, self.decoder_steps) < 0:
+            raise ValueError("image_steps, vae_steps and decoder_steps must be >= 0")
 
 
 def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
@@ -89,22 +104,70 @@ def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> tor
     return video / 127.5 - 1.0
 
 
+def image_batch(recipe: VaeRecipe, step: int) -> torch.Tensor:
+    """Still frames (B, 3, 1, S, S) in [-1, 1]: random states of training identities."""
+    from lpm.bench.probes.data import sample_frame_state
+    from lpm.data.stage.character import make_character, sample_identity
+    from lpm.data.stage.render import render_frame
+
+    rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step, 0x1A6E]))
+    images = [
+        render_frame(
+            make_character(sample_identity(rng, "train")), sample_frame_state(rng), recipe.size
+        )  # fmt: skip
+        for _ in range(recipe.image_batch_size)
+    ]
+    video = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)[:, :, None].float()
+    return video / 127.5 - 1.0
+
+
 def _image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     dx = lambda x: x[..., :, 1:] - x[..., :, :-1]
     dy = lambda x: x[..., 1:, :] - x[..., :-1, :]
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
+def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> NanoVAE:
+    """Train the `NanoVAE` on Stage clips (L1 + image-gradient L1 + a small latent L2)."""
+    torch.manual_seed(recipe.seed)
+    vae = NanoVAE().train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100))
+    for step in range(recipe.vae_steps):
+        video = stage_batch(recipe, step)
+        raw = vae.encode_raw(video)
+        recon = trim_to_vae(vae.decode_raw(raw))
+        l1 = (recon - video).abs().mean()
+        grad = _image_grad_l1(recon, video)
+        reg = raw.pow(2).mean()
+        loss = l1 + recipe.gradient_weight * grad + recipe.kl_weight * reg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if progress is not None:
+            progress(step + 1, recipe.vae_steps, {"l1": l1.item(), "grad": grad.item(),
+                                                  "l2": reg.item()})  # fmt: skip
+    return vae.eval()
+
+
 def train_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> WanVAE:
-    """Train a tiny Wan VAE on Stage clips; returns it with identity latent statistics."""
+    """Train a tiny Wan VAE on Stage images then clips; returns it with identity statistics."""
     torch.manual_seed(recipe.seed)
     vae = build_wan_vae(WanVAEConfig.tiny(base_dim=recipe.base_dim))
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
     vae.train()
-    for step in range(recipe.vae_steps):
-        video = stage_batch(recipe, step)
+    total = recipe.image_steps + recipe.vae_steps
+    for step in range(total):
+        if step < recipe.image_steps:
+            video = image_batch(recipe, step)
+        else:
+            video = stage_batch(recipe, step)
         posterior = vae.model.encode(video).latent_dist
-        recon = vae.model.decode(posterior.sample()).sample
+        # The posterior mean is decoded: sampling at the initial unit variance drowns the
+        # latents in noise for hundreds of steps; the KL term still keeps the means bounded.
+        recon = vae.model.decode(posterior.mode()).sample
         l1 = (recon - video).abs().mean()
         grad = _image_grad_l1(recon, video)
         kl = posterior.kl().mean()
@@ -114,8 +177,7 @@ def train_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> WanVAE:
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         if progress is not None:
-            progress(step + 1, recipe.vae_steps, {"l1": l1.item(), "grad": grad.item(),
-                                                  "kl": kl.item()})  # fmt: skip
+            progress(step + 1, total, {"l1": l1.item(), "grad": grad.item(), "kl": kl.item()})
     return vae.eval()
 
 
@@ -125,7 +187,10 @@ def latent_statistics(vae: WanVAE, recipe: VaeRecipe) -> tuple[list[float], list
     raws = []
     for i in range(recipe.stats_clips):
         video = stage_batch(recipe, 10_000_000 + i)
-        raws.append(vae.model.encode(video).latent_dist.mode())
+        if isinstance(vae, NanoVAE):
+            raws.append(vae.encode_raw(video))
+        else:
+            raws.append(vae.model.encode(video).latent_dist.mode())
     raw = torch.cat(raws).transpose(0, 1).reshape(vae.z_dim, -1)
     std = raw.std(dim=1).clamp(min=1e-3)
     return raw.mean(dim=1).tolist(), std.tolist()
@@ -133,6 +198,8 @@ def latent_statistics(vae: WanVAE, recipe: VaeRecipe) -> tuple[list[float], list
 
 def with_statistics(vae: WanVAE, mean: list[float], std: list[float]) -> WanVAE:
     """The same weights with the latent statistics set in the config."""
+    if isinstance(vae, NanoVAE):
+        return vae.with_statistics(mean, std).eval()
     cfg = vae.config
     new = build_wan_vae(WanVAEConfig(**{**asdict(cfg), "latents_mean": tuple(mean),
                                         "latents_std": tuple(std)}))  # fmt: skip
@@ -166,7 +233,7 @@ def train_light_decoder(
 def reconstruction_psnr(vae: WanVAE, decoder: LightDecoder | None, recipe: VaeRecipe,
                         size: int, clips: int = 4) -> dict[str, float]:  # fmt: skip
     """PSNR (dB) of VAE and light-decoder reconstructions of fresh clips at ``size`` pixels."""
-    out = {"vae_psnr": 0.0, "light_psnr": 0.0}
+    out = {"vae_psnr": 0.0} | ({"light_psnr": 0.0} if decoder is not None else {})
     for i in range(clips):
         video = stage_batch(recipe, 20_000_000 + i, size=size)
         latents = vae.encode(video)
@@ -183,18 +250,37 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = None) -> dict:
-    """Train VAE + statistics + light decoder; save them (diffusers/safetensors) under ``out``."""
+    """Train VAE + statistics + light decoder; save them (diffusers/safetensors) under ``out``.
+
+    ``out/vae`` is written (atomically) as soon as the VAE and its statistics are ready, so
+    latents can be cached while the light decoder trains; a rerun reuses a finished ``out/vae``.
+    """
+    from lpm.models.dit.checkpoint import atomic_directory
+    from lpm.models.vae import load_vae
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    vae = train_vae(recipe, progress)
-    mean, std = latent_statistics(vae, recipe)
-    vae = with_statistics(vae, mean, std)
-    decoder = train_light_decoder(vae, recipe, progress)
+    if (out / "vae" / "config.json").is_file():
+        log.info("reusing the finished VAE in %s", out / "vae")
+        vae = load_vae(out / "vae").eval()
+    else:
+        train = train_nano_vae if recipe.kind == "nano" else train_vae
+        vae = train(recipe, progress)
+        mean, std = latent_statistics(vae, recipe)
+        vae = with_statistics(vae, mean, std)
+        with atomic_directory(out / "vae") as tmp:
+            if isinstance(vae, NanoVAE):
+                vae.save(tmp)
+            else:
+                vae.model.save_pretrained(tmp, safe_serialization=True)
+    decoder = None
+    if recipe.decoder_steps and recipe.kind == "wan":  # the nano decoder is light already
+        decoder = train_light_decoder(vae, recipe, progress)
     metrics = reconstruction_psnr(vae, decoder, recipe, size=recipe.size)
     metrics["seconds"] = time.perf_counter() - start
-    vae.model.save_pretrained(out / "vae", safe_serialization=True)
-    save_module(decoder, decoder.config, out / "light_decoder", half=False)
+    if decoder is not None:
+        save_module(decoder, decoder.config, out / "light_decoder", half=False)
     (out / "vae_card.json").write_text(json.dumps({"recipe": asdict(recipe), **metrics}, indent=2))
     log.info("nano VAE: %s", metrics)
     return metrics

@@ -121,3 +121,14 @@ def test_stage_case_materialises_instructions_and_truth(conversation_inputs):
         if ins.expression:  # the ground truth holds the requested expression in its span
             a, b = round(ins.start_s * case.fps), round(ins.end_s * case.fps)
             assert set(inp.truth_labels["expression"][a:b]) == {ins.expression}
+
+
+def test_stage_heldout_suite_composition():
+    from lpm.bench.suites import load_suite
+    from lpm.data.stage.schema import HELDOUT_SEEDS
+
+    suite = load_suite("stage-heldout")
+    assert len(suite.cases) == 24 and len({c.id for c in suite.cases}) == 24
+    assert [c.subset for c in suite.cases].count("listening") == 8
+    assert all(c.duration_s == 4.0 and c.stage.size == 64 for c in suite.cases)
+    assert all(c.stage.performer_seed in HELDOUT_SEEDS for c in suite.cases)

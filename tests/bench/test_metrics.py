@@ -20,6 +20,7 @@ from lpm.bench.metrics import (
     sync_metrics,
     text_metrics,
     text_results,
+    truth_mouth_metrics,
 )
 from lpm.bench.probes.probes import WEIGHTS_DIR, WEIGHTS_NAME
 
@@ -79,6 +80,20 @@ def test_lips_moving_while_listening_are_caught(conversation_inputs):
     bad = _sync(flapping, inp)
     assert bad["false_lip_rate"] > 0.3
     assert dimension_scores(bad)["sync"] < dimension_scores(_sync(r, inp))["sync"] - 0.1
+
+
+def test_truth_mouth_metrics_exact_vs_shuffled_and_flapping(conversation_inputs):
+    inp = conversation_inputs
+    r = _oracle(inp)
+    exact = truth_mouth_metrics(r, inp.truth_labels)
+    assert exact["truth_mouth_corr"] == pytest.approx(1.0, abs=1e-6)
+    assert exact["listen_mouth"] < 0.05
+    rng = np.random.default_rng(0)
+    shuffled = replace(r, mouth_open=rng.permutation(r.mouth_open))
+    assert truth_mouth_metrics(shuffled, inp.truth_labels)["truth_mouth_corr"] < 0.3
+    flapping = replace(r, mouth_open=np.clip(r.mouth_open + 0.4, 0, 1))
+    assert truth_mouth_metrics(flapping, inp.truth_labels)["listen_mouth"] > 0.35
+    assert truth_mouth_metrics(r, None) == {"truth_mouth_corr": None, "listen_mouth": None}
 
 
 def test_identity_ground_truth_vs_swapped(conversation_inputs):

@@ -56,3 +56,17 @@ def test_generate_errors(tmp_path):
     res = runner.invoke(app, ["generate", "--model", str(tmp_path / "nothing"), "--image",
                               str(image), "--speak", str(speak)])  # fmt: skip
     assert res.exit_code == 2 and "bundle.json" in res.output
+
+
+def test_generate_without_inputs_renders_the_shipped_demo(tmp_path):
+    from lpm.inference.demo import demo_inputs
+
+    demo = demo_inputs()
+    assert sf.info(str(demo.speak)).samplerate == 16000
+    tiny_bundle().save(tmp_path / "offline")
+    res = CliRunner().invoke(app, ["generate", "--model", str(tmp_path / "offline"), "--seconds",
+                                   "1", "--out", str(tmp_path / "demo.mp4")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "demo" in res.output
+    frames, fps = read_video(tmp_path / "demo.mp4")
+    assert fps == 24 and frames.shape[0] == 24

@@ -12,8 +12,8 @@ from lpm.train.vae import VaeRecipe, run_vae_recipe, stage_batch
 
 
 def test_vae_recipe_trains_measures_statistics_and_saves(tmp_path):
-    recipe = VaeRecipe(base_dim=8, size=32, frames=5, batch_size=1, vae_steps=3,
-                       decoder_steps=2, stats_clips=2)  # fmt: skip
+    recipe = VaeRecipe(kind="wan", base_dim=8, size=32, frames=5, batch_size=1, image_steps=2,
+                       image_batch_size=2, vae_steps=3, decoder_steps=2, stats_clips=2)  # fmt: skip
     seen = []
     metrics = run_vae_recipe(recipe, tmp_path, progress=lambda i, n, m: seen.append((i, n, m)))
     assert seen[-1][:2] == (2, 2) and "l1" in seen[0][2]
@@ -32,9 +32,26 @@ def test_vae_recipe_validates():
         VaeRecipe(frames=8)
     with pytest.raises(ValueError, match="multiple of 16"):
         VaeRecipe(size=40)
+    with pytest.raises(ValueError, match="kind"):
+        VaeRecipe(kind="sd")
 
 
 def test_stage_batch_is_deterministic():
     recipe = VaeRecipe(size=32, frames=5, batch_size=1)
     assert torch.equal(stage_batch(recipe, 7), stage_batch(recipe, 7))
     assert not torch.equal(stage_batch(recipe, 7), stage_batch(recipe, 8))
+
+
+def test_vae_recipe_saves_vae_first_and_reuses_it(tmp_path, monkeypatch):
+    recipe = VaeRecipe(size=32, frames=5, batch_size=1, vae_steps=1, stats_clips=1)
+    run_vae_recipe(recipe, tmp_path)
+    before = (tmp_path / "vae" / "model.safetensors").read_bytes()
+
+    import lpm.train.vae as vae_mod
+
+    def no_training(*_a, **_k):
+        raise AssertionError("the finished VAE must be reused, not retrained")
+
+    monkeypatch.setattr(vae_mod, "train_nano_vae", no_training)
+    run_vae_recipe(recipe, tmp_path)
+    assert (tmp_path / "vae" / "model.safetensors").read_bytes() == before

@@ -1,0 +1,118 @@
+"""Assembling a model bundle from what training produced (`lpm model pack`).
+
+A bundle needs a transformer, a VAE (+ optional light decoder) and text/audio encoders. They come
+from three places:
+
+- ``vae_dir``: the output of `lpm train-vae` (``vae/`` and ``light_decoder/``);
+- ``checkpoint``: a training run directory (its latest checkpoint) or one checkpoint directory;
+  its EMA weights are used when it has them. Without a checkpoint the transformer is freshly
+  initialised: such an *encoders bundle* is what `lpm data encode` needs before any DiT exists;
+- ``encoders``: an existing bundle whose text and audio encoders are reused. The DiT learns the
+  text features of the encoder that cached its data, so the final bundle must carry that very
+  encoder: pack the encoders bundle first, encode with it, then pack the trained model with
+  ``encoders=`` pointing at it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lpm.inference.bundle import BundleSpec, ModelBundle, SamplingDefaults, load_encoders
+
+
+@dataclass(kw_only=True)
+class PackSettings:
+    """What `pack_bundle` writes into ``bundle.json`` besides the components."""
+
+    name: str
+    config: str = "lpm-nano"
+    """Model config of a freshly initialised transformer (ignored with a checkpoint)."""
+    size: int = 64
+    """Generated frame height and width in pixels."""
+    segment_latents: int = 12
+    """Latent frames per offline segment: the training clip length suits best."""
+    context_latents: int = 3
+    blend_latents: int = 2
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    decoder: str = "vae"
+    text_seed: int = 0
+    """Seed of a new nano text encoder (when no ``encoders`` bundle is given)."""
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """An LPM checkpoint directory from a run directory, a training checkpoint or an LPM dir.
+
+    Prefers the EMA weights (``ema/``) of a training checkpoint.
+    """
+    from lpm.train.checkpoint import latest_checkpoint
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if (path / "checkpoints").is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"run {path} has no complete checkpoint yet")
+        path = found
+    if (path / "ema" / "config.json").is_file():
+        return path / "ema"
+    if (path / "config.json").is_file():
+        return path
+    raise FileNotFoundError(f"{path} holds no LPM checkpoint (config.json + model.safetensors)")
+
+
+def pack_bundle(
+    settings: PackSettings,
+    *,
+    vae_dir: str | Path,
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    encoders: str | Path | None = None,
+    half: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle directory at ``out`` (atomically) and return its path."""
+    from lpm.config import get_model_config
+    from lpm.models.audio import LogMelFeatures
+    from lpm.models.dit.checkpoint import load_lpm_checkpoint
+    from lpm.models.dit.model import LPMTransformer
+    from lpm.models.serialization import load_module
+    from lpm.models.text import NanoTextEncoder
+    from lpm.models.vae import LightDecoder, LightDecoderConfig, load_vae
+
+    vae_dir = Path(vae_dir)
+    vae = load_vae(vae_dir)
+    light = None
+    if (vae_dir / "light_decoder" / "config.json").is_file():
+        light = load_module(LightDecoder, LightDecoderConfig, vae_dir / "light_decoder")
+    if settings.decoder == "light" and light is None:
+        raise FileNotFoundError(f"{vae_dir} has no light_decoder/ (finish `lpm train-vae`)")
+    if checkpoint is not None:
+        transformer = load_lpm_checkpoint(resolve_checkpoint(checkpoint), dtype=torch.float32)
+    else:
+        torch.manual_seed(settings.text_seed)
+        transformer = LPMTransformer(get_model_config(settings.config))
+    if encoders is not None:
+        enc_spec, _, text, audio = load_encoders(encoders)
+        if enc_spec.text_encoder != "nano" or enc_spec.audio_encoder != "logmel":
+            raise ValueError(f"{encoders}: only nano text + logmel audio encoders can be packed")
+    else:
+        torch.manual_seed(settings.text_seed)
+        text = NanoTextEncoder()
+        audio = LogMelFeatures()
+    spec = BundleSpec(
+        name=settings.name,
+        height=settings.size,
+        width=settings.size,
+        decoder=settings.decoder,
+        segment_latents=settings.segment_latents,
+        context_latents=settings.context_latents,
+        blend_latents=settings.blend_latents,
+        sampling=settings.sampling,
+    )
+    bundle = ModelBundle(spec, transformer=transformer, vae=vae, text_encoder=text,
+                         audio_encoder=audio, light_decoder=light)  # fmt: skip
+    return bundle.save(out, overwrite=overwrite, half=half)

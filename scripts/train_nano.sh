@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Rebuild the shipped lpm-nano from nothing: nano VAE, Stage data, feature cache, DiT, bundle.
+# Every step resumes or is skipped when its output already exists, so rerun after a kill.
+#   bash scripts/train_nano.sh [RUNS_DIR] [BUNDLE_OUT]
+set -euo pipefail
+runs="${1:-runs}"
+bundle="${2:-$runs/lpm-nano}"
+mkdir -p "$runs"
+
+[ -f "$runs/nano-vae/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae" --set decoder_steps=0
+lpm data stage --out "$runs/stage64" --clips 2000 --seconds 2 --resolution 64 --seed 0
+[ -f "$runs/nano-encoders/bundle.json" ] || lpm model pack --vae "$runs/nano-vae" --out "$runs/nano-encoders"
+lpm data encode --data "$runs/stage64" --out "$runs/nano-cache" --model "$runs/nano-encoders"
+resume=()
+[ -d "$runs/nano/checkpoints" ] && resume=(--resume)
+lpm train --recipe nano-base --set "data_path=$runs/nano-cache" --out "$runs/nano" "${resume[@]}"
+lpm model pack --vae "$runs/nano-vae" --checkpoint "$runs/nano" --encoders "$runs/nano-encoders" \
+  --out "$bundle" --overwrite
