@@ -7,7 +7,7 @@ runs="${1:-runs}"
 bundle="${2:-$runs/lpm-nano}"
 mkdir -p "$runs"
 
-[ -f "$runs/nano-vae/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae" --set decoder_steps=0
+[ -f "$runs/nano-vae/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae"
 lpm data stage --out "$runs/stage64" --clips 2000 --seconds 2 --resolution 64 --seed 0
 [ -f "$runs/nano-encoders/bundle.json" ] || lpm model pack --vae "$runs/nano-vae" --out "$runs/nano-encoders"
 lpm data encode --data "$runs/stage64" --out "$runs/nano-cache" --model "$runs/nano-encoders"

@@ -375,7 +375,7 @@ RECIPES: dict[str, TrainRecipe] = {
             warmup_steps=200,
             checkpoint_every=500,
             log_every=20,
-            stages=base_curriculum(1500, 1500, 1000, 1000),
+            stages=base_curriculum(1200, 1200, 800, 800),
         ),
         TrainRecipe(
             name="test-tiny",

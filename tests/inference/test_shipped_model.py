@@ -1,0 +1,37 @@
+"""The shipped lpm-nano: `lpm generate` with no arguments renders the demo; weights fit 25 MB."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lpm.cli.main import app
+from lpm.inference import shipped_bundle_path
+from lpm.inference.bundle import BundleSpec
+from lpm.media import read_video
+
+PACKAGE = Path(__file__).resolve().parents[2] / "lpm"
+
+
+def test_all_shipped_weights_fit_the_budget():
+    files = [p for p in PACKAGE.rglob("*.safetensors") if "weights" in p.parts]
+    total = sum(p.stat().st_size for p in files)
+    assert any("lpm-nano" in p.parts for p in files)
+    assert total <= 25 * 1024 * 1024, f"shipped weights take {total / 2**20:.1f} MiB"
+    spec = BundleSpec.from_file(shipped_bundle_path() / "bundle.json")
+    assert (spec.height, spec.width) == (64, 64)
+
+
+@pytest.mark.slow
+def test_generate_with_no_arguments_writes_the_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["generate"])
+    assert res.exit_code == 0, res.output
+    frames, fps = read_video(tmp_path / "lpm.mp4")
+    assert fps == 24 and frames.shape == (192, 64, 64, 3)
+    # a trained model: a coloured character on its background, not grey noise or a still
+    assert frames.std() > 20
+    assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0.05
