@@ -4,6 +4,7 @@ A bundle is a directory::
 
     <dir>/bundle.json        BundleSpec: which encoders, resolution, sampling defaults
     <dir>/transformer/       LPM checkpoint (config.json + model*.safetensors)
+    <dir>/refiner/           optional: the online refiner, also an LPM checkpoint
     <dir>/vae/               Wan VAE, diffusers layout (config.json + safetensors), or the
                              nano VAE (config.json marked LPMNanoVAE + model.safetensors)
     <dir>/light_decoder/     optional: config.json + model.safetensors
@@ -253,6 +254,9 @@ class ModelBundle:
         vae, text, audio = _load_encoders(
             spec, where, device, transformer.cfg.fps, transformer.cfg.text_len
         )
+        refiner = None
+        if (where("refiner") / "config.json").is_file():
+            refiner = load_lpm_checkpoint(where("refiner"), device=device, dtype=torch.float32)
         light = None
         if where("light_decoder").is_dir():
             light = load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
@@ -263,6 +267,7 @@ class ModelBundle:
             text_encoder=text.to(device),
             audio_encoder=audio.to(device),
             light_decoder=light,
+            refiner=refiner,
         )
         if light is not None:
             light.to(device)

@@ -124,3 +124,20 @@ def test_errors_are_clear_and_pipeline_failures_surface():
     s.decode = broken
     with pytest.raises(RuntimeError, match="decoder exploded"):
         list(s.chunks(3, pipelined=True))
+
+
+def test_saved_online_bundle_loads_its_refiner(tmp_path):
+    from lpm.inference.bundle import ModelBundle
+
+    bundle = online_bundle()
+    bundle.save(tmp_path / "online")
+    loaded = ModelBundle.load(tmp_path / "online")
+    assert loaded.refiner is not None
+    for k, v in bundle.refiner.state_dict().items():
+        assert torch.equal(loaded.refiner.state_dict()[k], v), k
+    assert ModelBundle.load(_offline(tmp_path)).refiner is None
+
+
+def _offline(tmp_path):
+    tiny_bundle().save(tmp_path / "offline")
+    return tmp_path / "offline"
