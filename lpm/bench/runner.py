@@ -65,11 +65,8 @@ class RunConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.online:
-            raise ValueError(
-                "--online needs the streaming engine, which this lpm build does not "
-                "have yet; run offline (drop --online)"
-            )
+        if self.online and self.model is None:
+            raise ValueError("--online generates with a model: give --model ONLINE_BUNDLE")
         if (self.model is None) == (self.videos is None):
             raise ValueError(
                 "give exactly one of --model DIR (generate) or --videos DIR (score "
@@ -114,7 +111,10 @@ def _git_revision() -> str:
         return "unknown"
 
 
-def _generate(pipeline, inputs: CaseInputs, path: Path, seed: int, steps: int | None) -> None:
+def _generate(
+    pipeline, inputs: CaseInputs, path: Path, seed: int, steps: int | None, online: bool = False
+) -> None:
+    """Generate one case offline (``pipeline``: a `Pipeline`) or streamed (a `ModelBundle`)."""
     from lpm.config import BODY_VIEWS
     from lpm.data.stage.schema import EXPRESSIONS
     from lpm.inference import ReferenceImage, ScriptSegment
@@ -136,16 +136,23 @@ def _generate(pipeline, inputs: CaseInputs, path: Path, seed: int, steps: int | 
         for i in case.instructions
         if i.start_s < case.duration_s
     ]
-    video = pipeline.generate(
-        inputs.first_frame,
-        speak_audio=inputs.speak,
-        listen_audio=inputs.listen,
-        script=script,
-        references=refs,
-        seconds=case.duration_s,
-        seed=seed,
-        steps=steps,
-    )
+    if online:
+        from lpm.inference.streaming import generate_online
+
+        video = generate_online(pipeline, inputs.first_frame, speak_audio=inputs.speak,
+                                listen_audio=inputs.listen, seconds=case.duration_s,
+                                script=script, references=refs, seed=seed)  # fmt: skip
+    else:
+        video = pipeline.generate(
+            inputs.first_frame,
+            speak_audio=inputs.speak,
+            listen_audio=inputs.listen,
+            script=script,
+            references=refs,
+            seconds=case.duration_s,
+            seed=seed,
+            steps=steps,
+        )
     video.save(path)
 
 
@@ -183,7 +190,16 @@ def run_suite(cfg: RunConfig, *, backend: Backend | None = None, pipeline=None) 
     out.mkdir(parents=True, exist_ok=True)
     system = cfg.system_name
     backend = _load_backend(backend)
-    if cfg.model is not None and pipeline is None:
+    if cfg.model is not None and pipeline is None and cfg.online:
+        from lpm.inference import ModelBundle
+
+        pipeline = ModelBundle.load(cfg.model)
+        if pipeline.spec.online is None and pipeline.refiner is None:
+            raise ValueError(
+                f"--online needs an online bundle (a chunk-causal backbone + refiner); "
+                f"{cfg.model} is an offline model: drop --online"
+            )
+    elif cfg.model is not None and pipeline is None:
         from lpm.inference import Pipeline
 
         pipeline = Pipeline.from_pretrained(cfg.model)
@@ -213,7 +229,7 @@ def run_suite(cfg: RunConfig, *, backend: Backend | None = None, pipeline=None) 
             if name == system and cfg.model is not None and not path.is_file():
                 bar.set_postfix_str(f"{case.id}: generating")
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _generate(pipeline, inputs, path, cfg.seed, cfg.steps)
+                _generate(pipeline, inputs, path, cfg.seed, cfg.steps, cfg.online)
             if not path.is_file():
                 missing.append(case.id)
                 continue

@@ -14,6 +14,7 @@ from lpm.bench.backends import FeatureExtractor, IdentityEmbedder, StageBackend,
 from lpm.bench.browser import browser_available
 from lpm.bench.report import write_report
 from lpm.bench.runner import TRUTH_SYSTEM, RunConfig, load_scores, run_suite
+from lpm.media import read_video
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,12 @@ def test_videos_from_another_system_and_report(run_dir, tmp_path):
 
 
 def test_run_config_errors(tmp_path, bundle_dir):
-    with pytest.raises(ValueError, match="streaming engine"):
-        RunConfig(suite="stage-mini", out=tmp_path, model=bundle_dir, online=True)
+    with pytest.raises(ValueError, match="--model ONLINE_BUNDLE"):
+        RunConfig(suite="stage-mini", out=tmp_path, videos=tmp_path, online=True)
+    with pytest.raises(ValueError, match="offline model"):
+        cfg = RunConfig(suite="stage-mini", out=tmp_path / "x", model=bundle_dir, online=True,
+                        limit=1, progress=False)  # fmt: skip
+        run_suite(cfg, backend=StageBackend(random_probes()))
     with pytest.raises(ValueError, match="exactly one of"):
         RunConfig(suite="stage-mini", out=tmp_path)
     with pytest.raises(FileNotFoundError, match="no video found"):
@@ -107,7 +112,7 @@ def test_cli_suite_and_run_errors(tmp_path):
             str(tmp_path),
         ],
     )
-    assert res.exit_code == 2 and "streaming engine" in res.output
+    assert res.exit_code == 2 and "bundle.json" in res.output
 
 
 def test_torchscript_loaders_with_tiny_modules(tmp_path):
@@ -131,3 +136,18 @@ def test_torchscript_loaders_with_tiny_modules(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a TorchScript file"):
         load_scripted(tmp_path / "junk.pt", "identity")
+
+
+def test_online_run_streams_a_case(tmp_path):
+    from tests.inference.test_streaming import online_bundle
+
+    online_bundle().save(tmp_path / "online")
+    summary = run_suite(
+        RunConfig(suite="stage-mini", out=tmp_path / "o", model=tmp_path / "online", online=True,
+                  limit=1, with_truth=False, progress=False),
+        backend=StageBackend(random_probes()),
+    )  # fmt: skip
+    assert summary.systems == ["online"] and not summary.missing
+    video = tmp_path / "o" / "systems" / "online" / "videos" / "speaking-0000.mp4"
+    frames, fps = read_video(video)
+    assert fps == 24 and len(frames) >= 24 * 3 - 1
