@@ -11,6 +11,12 @@ model with the ground-truth renderings of the same audio and script, read by the
 - text control: requested actions recognised in >= 70% of the text-controlled segments.
 
     python benchmarks/nano_quality.py [--model DIR] [--out runs/heldout] [--limit N]
+    python benchmarks/nano_quality.py --online --model ONLINE_BUNDLE --name S --compare lpm-nano
+
+``--online`` streams every case through the bundle's backbone + refiner; ``--compare SYSTEM``
+adds the ratios to an already scored system of the same run directory (Online LPM must keep
+>= 0.9 of Base LPM's lip-sync, listening stillness (1 - false lip rate), identity and text
+control).
 
 The last stdout line is one JSON object.
 """
@@ -74,6 +80,27 @@ def summarise(out: Path, system: str) -> dict:
     return result
 
 
+def compare(result: dict, base: dict) -> dict:
+    """Ratios of ``result``'s scores to ``base``'s on the four dimensions Online LPM must keep."""
+    rows, brows = result["rows"], base["rows"]
+
+    def ratio(model, ref):
+        return None if model is None or not ref else model / ref
+
+    still = lambda r: (
+        None if r["false_lip_rate"]["model"] is None else 1 - r["false_lip_rate"]["model"]
+    )  # noqa: E731,E501
+    ratios = {
+        "lip_sync": ratio(rows["truth_mouth_corr"]["model"], brows["truth_mouth_corr"]["model"]),
+        "listening_stillness": ratio(still(rows), still(brows)),
+        "identity": ratio(rows["id_similarity"]["model"], brows["id_similarity"]["model"]),
+        "text_control": ratio(rows["action_recognised"]["model"],
+                              brows["action_recognised"]["model"]),
+    }  # fmt: skip
+    passed = {f"{k}>=0.9": v is not None and v >= 0.9 for k, v in ratios.items()}
+    return {"against": base["system"], "ratios": ratios, "pass": passed}
+
+
 def print_table(r: dict) -> None:
     print(f"{'metric':<22}{'model':>10}{'truth':>10}")
     for key, row in r["rows"].items():
@@ -83,6 +110,12 @@ def print_table(r: dict) -> None:
           f"{r['action_segments']} action segments")  # fmt: skip
     for k, v in r["pass"].items():
         print(f"  {k}: {'pass' if v else 'FAIL'}")
+    if "compare" in r:
+        c = r["compare"]
+        print(f"against {c['against']}:")
+        for k, v in c["ratios"].items():
+            shown = "n/a" if v is None else f"{v:.3f}"
+            print(f"  {k:<22}{shown:>8}  {'pass' if c['pass'][k + '>=0.9'] else 'FAIL'}")
 
 
 def main() -> None:
@@ -93,15 +126,19 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (bundle's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--online", action="store_true", help="stream with an online bundle")
+    parser.add_argument("--compare", default="", help="a scored system to compare with")
     args = parser.parse_args()
     from lpm.bench.runner import RunConfig, run_suite
     from lpm.inference import shipped_bundle_path
 
     cfg = RunConfig(suite="stage-heldout", out=args.out, model=args.model or shipped_bundle_path(),
                     system=args.name, limit=args.limit, seed=args.seed,
-                    steps=args.steps)  # fmt: skip
+                    steps=args.steps, online=args.online)  # fmt: skip
     run_suite(cfg)
     result = summarise(args.out, cfg.system_name)
+    if args.compare:
+        result["compare"] = compare(result, summarise(args.out, args.compare))
     print_table(result)
     print(json.dumps(result))
 

@@ -96,3 +96,44 @@ def pack(
         raise typer.Exit(code=2) from None
     size_mb = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
     typer.echo(f"wrote {path} ({size_mb:.1f} MB)")
+
+
+@app.command("pack-online")
+def pack_online(
+    base: Path = typer.Option(..., help="The Base LPM bundle the students were distilled from."),
+    backbone: Path = typer.Option(..., help="Distilled backbone: stage-3 run or checkpoint."),
+    refiner: Path = typer.Option(..., help="Distilled refiner: stage-4 run or checkpoint."),
+    out: Path = typer.Option(..., help="Online bundle directory to write."),
+    name: str = typer.Option("lpm-nano-online", help="Name recorded in bundle.json."),
+    rank: int = typer.Option(32, help="Rank of each matrix's stored delta from the base."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
+) -> None:
+    """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
+    BASE's VAE and encoders; the online timesteps come from the refiner run's recipe.json."""
+    from lpm.inference.chunk_step import OnlineSchedule
+    from lpm.inference.pack import pack_online_bundle
+
+    schedule = OnlineSchedule()
+    recipe = refiner / "recipe.json"
+    if recipe.is_file():
+        data = json.loads(recipe.read_text())
+        schedule = OnlineSchedule(
+            backbone_timesteps=tuple(data["backbone_timesteps"]),
+            refiner_timestep=data["refiner_timestep"],
+            history_sigma=data["history_sigma"],
+        )
+    try:
+        reports = pack_online_bundle(base, backbone=backbone, refiner=refiner, out=out,
+                                     schedule=schedule, name=name, rank=rank,
+                                     overwrite=overwrite)  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    for role, report in reports.items():
+        typer.echo(
+            f"{role}: {report['low_rank']} low-rank + {report['full']} full deltas, "
+            f"{report['unchanged']} unchanged, {100 * report['kept']:.1f}% of the change kept, "
+            f"{report['bytes'] / 1e6:.2f} MB"
+        )
+    size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+    typer.echo(f"wrote {out} ({size_mb:.1f} MB; encoders shared with {base})")

@@ -270,10 +270,19 @@ RECIPES: dict[str, DistillRecipe] = {
         DistillRecipe(
             name="nano-online",
             model="lpm-nano",
-            dataset_size=4096,
-            chunks=3,
-            latent_hw=(16, 16),
+            data="cache",
+            data_path="runs/nano-cache",
+            chunks=2,
+            latent_hw=(8, 8),
+            shift=5.0,
             batch_size=8,
+            teacher_steps=10,
+            lr=1e-4,
+            critic_lr=1e-4,
+            warmup_steps=20,
+            stage_steps=(300, 150, 250, 200),
+            checkpoint_every=100,
+            log_every=10,
         ),  # fmt: skip
         DistillRecipe(
             name="test-tiny",

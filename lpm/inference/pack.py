@@ -116,3 +116,60 @@ def pack_bundle(
     bundle = ModelBundle(spec, transformer=transformer, vae=vae, text_encoder=text,
                          audio_encoder=audio, light_decoder=light)  # fmt: skip
     return bundle.save(out, overwrite=overwrite, half=half)
+
+
+def pack_online_bundle(
+    base: str | Path,
+    *,
+    backbone: str | Path,
+    refiner: str | Path,
+    out: str | Path,
+    schedule,
+    name: str = "lpm-nano-online",
+    rank: int = 32,
+    overwrite: bool = False,
+) -> dict:
+    """Write an Online LPM bundle that shares ``base``'s encoders and decoders.
+
+    ``backbone`` and ``refiner`` (distill runs or checkpoints; EMA preferred) are stored as
+    rank-``rank`` deltas from ``base``'s transformer (`lpm.models.dit.delta`), and the bundle's
+    ``paths`` point at ``base``'s VAE, light decoder and text/audio encoders, relative to the
+    bundle, so both bundles move together. Returns the two `DeltaReport`s as a dict.
+
+    Raises:
+        FileNotFoundError: a missing base bundle or checkpoint.
+        ValueError: a student whose architecture differs from the base's, or a non-causal one.
+    """
+    import dataclasses
+    import os
+
+    from lpm.models.dit.checkpoint import atomic_directory, load_lpm_checkpoint
+    from lpm.models.dit.delta import save_delta_checkpoint
+
+    base, out = Path(base), Path(out)
+    if not (base / "bundle.json").is_file():
+        raise FileNotFoundError(f"{base} is not an LPM bundle (no bundle.json)")
+    base_spec = BundleSpec.from_file(base / "bundle.json")
+    students = {
+        "transformer": load_lpm_checkpoint(resolve_checkpoint(backbone), dtype=torch.float32),
+        "refiner": load_lpm_checkpoint(resolve_checkpoint(refiner), dtype=torch.float32),
+    }
+    for role, model in students.items():
+        if model.cfg.attention != "chunk_causal":
+            raise ValueError(f"the {role} must be a distilled (chunk_causal) model")
+    reports = {}
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        paths = {}
+        for part in ("vae", "light_decoder", "text_encoder", "audio_encoder"):
+            where = base / base_spec.paths.get(part, part)
+            if where.is_dir():
+                paths[part] = os.path.relpath(where.resolve(), out.resolve())
+        spec = dataclasses.replace(base_spec, name=name, online=schedule, paths=paths)
+        (tmp / "bundle.json").write_text(spec.to_json())
+        base_transformer = base / base_spec.paths.get("transformer", "transformer")
+        for role, model in students.items():
+            ref = os.path.relpath(base_transformer.resolve(), (out / role).resolve())
+            report = save_delta_checkpoint(model, base_transformer, tmp / role, rank=rank,
+                                           base_ref=ref)  # fmt: skip
+            reports[role] = dataclasses.asdict(report)
+    return reports

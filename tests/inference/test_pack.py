@@ -90,3 +90,66 @@ def test_pack_with_the_nano_vae_generates(tmp_path):
         torch.zeros(32, 32, 3, dtype=torch.uint8).numpy(), seconds=0.5, steps=2
     )
     assert video.frames.shape == (12, 32, 32, 3)
+
+
+def test_pack_online_stores_students_as_deltas_sharing_the_base(vae_dir, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+
+    from lpm.inference.streaming import StreamingSession
+
+    base_run, _model, ema = _tiny_run(tmp_path, 5)
+    base = pack_bundle(PackSettings(name="nano", size=32), vae_dir=vae_dir,
+                       out=tmp_path / "weights" / "nano", checkpoint=base_run)  # fmt: skip
+    shipped = ModelBundle.load(base).transformer
+    students = {}
+    for role, seed in (("backbone", 1), ("refiner", 2)):  # a rank-2 move of one matrix each
+        model = LPMTransformer(shipped.cfg.replace(name="nano-online", attention="chunk_causal"))
+        model.load_state_dict(shipped.state_dict())
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            w = model.blocks[0].self_attn.q.weight
+            w += (
+                0.05
+                * torch.randn(w.shape[0], 2, generator=g)
+                @ torch.randn(2, w.shape[1], generator=g)
+            )
+        save_lpm_checkpoint(model, tmp_path / role)
+        students[role] = model
+    (tmp_path / "refiner" / "recipe.json").write_text(
+        json.dumps(
+            {
+                "backbone_timesteps": [1000.0, 600.0],
+                "refiner_timestep": 400.0,
+                "history_sigma": 0.05,
+            }
+        )  # fmt: skip
+    )
+    out = tmp_path / "weights" / "nano-online"
+    result = CliRunner().invoke(app, ["model", "pack-online", "--base", str(base), "--backbone",
+                                      str(tmp_path / "backbone"), "--refiner",
+                                      str(tmp_path / "refiner"), "--out", str(out),
+                                      "--rank", "2"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "100.0% of the change kept" in result.output
+    spec = json.loads((out / "bundle.json").read_text())
+    assert spec["paths"]["vae"] == "../nano/vae" and spec["online"]["refiner_timestep"] == 400.0
+    size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
+    assert size(out) < 0.2 * size(base)
+    # both bundles move together: relative paths only
+    shutil.move(tmp_path / "weights", tmp_path / "moved")
+    bundle = ModelBundle.load(tmp_path / "moved" / "nano-online")
+    for role, module in (("backbone", bundle.transformer), ("refiner", bundle.refiner)):
+        for k, v in students[role].state_dict().items():
+            torch.testing.assert_close(module.state_dict()[k], v, atol=1e-3, rtol=1e-3)
+    assert bundle.spec_online_schedule().backbone_timesteps == (1000.0, 600.0)
+    session = StreamingSession(bundle, np.zeros((32, 32, 3), np.uint8), seed=0)
+    chunk = session.step()
+    assert np.isfinite(np.asarray(chunk.frames, dtype=np.float32)).all()
+    # a base model is not a student
+    result = CliRunner().invoke(app, ["model", "pack-online", "--base", str(tmp_path / "moved" /
+                                      "nano"), "--backbone", str(base_run), "--refiner",
+                                      str(base_run), "--out", str(tmp_path / "x")])  # fmt: skip
+    assert result.exit_code == 2 and "chunk_causal" in result.output

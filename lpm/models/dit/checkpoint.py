@@ -380,6 +380,28 @@ def load_lpm_checkpoint(
     directory = Path(directory)
     cfg = load_lpm_config(directory)
     expected = expected_shapes(cfg)
+    if (directory / "delta.json").is_file():  # a low-rank delta from a base checkpoint
+        from lpm.models.dit.delta import load_delta_state
+
+        state = {k: _cast(v, dtype, device) for k, v in load_delta_state(directory).items()}
+    else:
+        state = _read_state(directory, cfg, expected, dtype, device)
+    with torch.device("meta"):
+        model = LPMTransformer(cfg)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None, device) -> torch.Tensor:
+    if dtype is not None and tensor.is_floating_point():
+        tensor = tensor.to(dtype)
+    return tensor.to(device)
+
+
+def _read_state(directory: Path, cfg: ModelConfig, expected: dict[str, tuple[int, ...]],
+                dtype: torch.dtype | None, device) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Every tensor of a (sharded) safetensors LPM checkpoint, checked against ``expected``,
+    cast one at a time (peak memory: the loaded model)."""
     with SafetensorsSource.open(directory) as source:
         missing = sorted(set(expected) - set(source.keys()))
         unexpected = sorted(set(source.keys()) - set(expected))
@@ -395,16 +417,7 @@ def load_lpm_checkpoint(
                     f"tensor {key!r} in {source.where} has shape {source.shape(key)}; "
                     f"config {cfg.name!r} expects {shape}"
                 )
-        state: dict[str, torch.Tensor] = {}
-        for key in expected:
-            tensor = source.get(key)
-            if dtype is not None and tensor.is_floating_point():
-                tensor = tensor.to(dtype)
-            state[key] = tensor.to(device)
-    with torch.device("meta"):
-        model = LPMTransformer(cfg)
-    model.load_state_dict(state, strict=True, assign=True)
-    return model
+        return {key: _cast(source.get(key), dtype, device) for key in expected}
 
 
 def _few(keys: list[str], n: int = 8) -> str:

@@ -1,0 +1,181 @@
+"""Delta checkpoints: a fine-tuned LPM stored as its low-rank difference from a base checkpoint.
+
+A distilled student (Online LPM's backbone and refiner) starts from Base LPM's weights and moves
+little, so shipping it as ``base + delta`` with each matrix's delta truncated to rank r costs a
+fraction of a full copy. A delta checkpoint directory::
+
+    config.json          the fine-tuned model's ModelConfig, as in any LPM checkpoint
+    delta.json           {"format": "lpm-delta", "version": 1, "base": DIR, "rank": r}
+                         DIR: the base LPM checkpoint, relative to this directory (or absolute)
+    delta.safetensors    for each changed tensor K (shape legend: out x in for a matrix):
+                           K.lora_b (out, r) and K.lora_a (r, in): delta ~= lora_b @ lora_a,
+                             for a matrix whose rank-r factors are smaller than the matrix;
+                           K.diff (shape of K): the whole difference otherwise.
+                         Tensors it does not name equal the base's.
+
+`load_lpm_checkpoint` reads delta checkpoints transparently; the base must have the same tensor
+names and shapes (its config may differ in attention mode or name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from lpm.models.dit.checkpoint import (
+    CONFIG_NAME,
+    SafetensorsSource,
+    atomic_directory,
+    expected_shapes,
+    load_lpm_config,
+)
+from lpm.models.dit.model import LPMTransformer
+
+DELTA_NAME = "delta.json"
+DELTA_WEIGHTS = "delta.safetensors"
+DELTA_FORMAT = "lpm-delta"
+DELTA_VERSION = 1
+
+
+@dataclass
+class DeltaReport:
+    """What `save_delta_checkpoint` kept of the difference."""
+
+    tensors: int
+    """Tensors of the model."""
+    low_rank: int
+    """Matrices stored as rank-r factors."""
+    full: int
+    """Tensors stored as a whole difference."""
+    unchanged: int
+    """Tensors equal to the base (not stored)."""
+    kept: float
+    """1 - ||delta - stored|| / ||delta|| over all tensors (1 = lossless)."""
+    bytes: int
+    """Size of delta.safetensors."""
+
+
+def is_delta_checkpoint(directory: str | Path) -> bool:
+    return (Path(directory) / DELTA_NAME).is_file()
+
+
+def save_delta_checkpoint(
+    model: LPMTransformer,
+    base: str | Path,
+    directory: str | Path,
+    *,
+    rank: int,
+    dtype: torch.dtype = torch.float16,
+    base_ref: str | None = None,
+    overwrite: bool = False,
+) -> DeltaReport:
+    """Write ``model`` as a delta from the LPM checkpoint ``base`` (atomically).
+
+    The difference is taken against the base's stored tensors exactly as a loader reads them, so
+    only the rank truncation and ``dtype`` rounding of the delta lose anything. ``base_ref`` is
+    the base path recorded in delta.json (default: ``base`` relative to ``directory``).
+
+    Raises:
+        ValueError: rank < 1, or the base's tensor names or shapes differ from the model's.
+    """
+    if rank < 1:
+        raise ValueError(f"rank={rank} must be >= 1")
+    base, out = Path(base), Path(directory)
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    base_state = _read_base(base, {k: tuple(v.shape) for k, v in state.items()})
+    stored: dict[str, torch.Tensor] = {}
+    low_rank = full = unchanged = 0
+    err2 = total2 = 0.0
+    for key, weight in state.items():
+        delta = weight - base_state[key]
+        if not torch.any(delta):
+            unchanged += 1
+            continue
+        if delta.ndim == 2 and rank * sum(delta.shape) < delta.numel():
+            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+            root = s[:rank].sqrt()
+            stored[f"{key}.lora_b"] = (u[:, :rank] * root).to(dtype).contiguous()
+            stored[f"{key}.lora_a"] = (root[:, None] * vh[:rank]).to(dtype).contiguous()
+            approx = stored[f"{key}.lora_b"].float() @ stored[f"{key}.lora_a"].float()
+            low_rank += 1
+        else:
+            stored[f"{key}.diff"] = delta.to(dtype).contiguous()
+            approx = stored[f"{key}.diff"].float()
+            full += 1
+        err2 += float((delta - approx).square().sum())
+        total2 += float(delta.square().sum())
+    if base_ref is None:
+        base_ref = os.path.relpath(base.resolve(), out.resolve())
+    spec = {"format": DELTA_FORMAT, "version": DELTA_VERSION, "base": base_ref, "rank": rank}
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        (tmp / CONFIG_NAME).write_text(model.cfg.to_json())
+        (tmp / DELTA_NAME).write_text(json.dumps(spec, indent=2) + "\n")
+        save_file(stored, str(tmp / DELTA_WEIGHTS))
+    return DeltaReport(
+        tensors=len(state), low_rank=low_rank, full=full, unchanged=unchanged,
+        kept=1.0 - (err2 / total2) ** 0.5 if total2 else 1.0,
+        bytes=(out / DELTA_WEIGHTS).stat().st_size,
+    )  # fmt: skip
+
+
+def load_delta_state(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The full fp32 state dict of a delta checkpoint: base tensors + stored deltas.
+
+    Raises:
+        FileNotFoundError: no delta.json / delta.safetensors, or the base checkpoint is missing.
+        ValueError: an unknown format, a base that does not match the config, or delta tensors
+            that name unknown keys or have the wrong shapes.
+    """
+    directory = Path(directory)
+    spec = json.loads((directory / DELTA_NAME).read_text())
+    if spec.get("format") != DELTA_FORMAT or spec.get("version") != DELTA_VERSION:
+        raise ValueError(
+            f"{directory / DELTA_NAME}: not an {DELTA_FORMAT} v{DELTA_VERSION} file ({spec})"
+        )
+    base = Path(spec["base"])
+    base = base if base.is_absolute() else directory / base
+    shapes = expected_shapes(load_lpm_config(directory))
+    state = _read_base(base, shapes)
+    weights = directory / DELTA_WEIGHTS
+    if not weights.is_file():
+        raise FileNotFoundError(f"delta checkpoint {directory} has no {DELTA_WEIGHTS}")
+    with SafetensorsSource.open(weights) as source:
+        names = set(source.keys())
+        for name in sorted(names):
+            key, _, part = name.rpartition(".")
+            if key not in shapes or part not in ("diff", "lora_a", "lora_b"):
+                raise ValueError(f"{weights}: tensor {name!r} names no tensor of the model")
+            if part == "lora_a":
+                continue
+            if part == "diff":
+                delta = source.get(name).float()
+            else:
+                if f"{key}.lora_a" not in names:
+                    raise ValueError(f"{weights}: {name!r} has no matching {key}.lora_a")
+                delta = source.get(name).float() @ source.get(f"{key}.lora_a").float()
+            if tuple(delta.shape) != shapes[key]:
+                raise ValueError(
+                    f"{weights}: the delta of {key!r} has shape {tuple(delta.shape)}; "
+                    f"the model expects {shapes[key]}"
+                )
+            state[key] = state[key] + delta
+    return state
+
+
+def _read_base(base: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    if not base.is_dir():
+        raise FileNotFoundError(f"the base checkpoint {base} of a delta checkpoint does not exist")
+    with SafetensorsSource.open(base) as source:
+        stored = set(source.keys())
+        mismatched = sorted(k for k in shapes if k not in stored or source.shape(k) != shapes[k])
+        if mismatched or len(stored) != len(shapes):
+            raise ValueError(
+                f"base checkpoint {base} does not match the model: tensors missing or of another "
+                f"shape {mismatched[:8]}; a delta needs a base of the same architecture"
+            )
+        return {k: source.get(k).float() for k in shapes}
