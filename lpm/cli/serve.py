@@ -35,6 +35,8 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if root.level > logging.DEBUG:  # aioice logs every ICE candidate pair check at INFO
+        logging.getLogger("aioice").setLevel(max(root.level, logging.WARNING))
 
 
 def serve(
@@ -55,6 +57,11 @@ def serve(
     compute_slots: int = typer.Option(2, help="Chunks computed at once across sessions."),
     max_session_s: float = typer.Option(3600.0, help="Longest session (seconds)."),
     max_message_bytes: int = typer.Option(65536, help="Largest WebSocket message (bytes)."),
+    webrtc_host_address: list[str] = typer.Option(
+        ["127.0.0.1"],
+        help="Address WebRTC ICE host candidates are gathered on; repeat for several, 'all' for "
+        "every non-loopback interface. No STUN/TURN server is used.",
+    ),
     device: str = typer.Option("cpu", help="Torch device."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
@@ -75,13 +82,17 @@ def serve(
             compute_slots=compute_slots,
             max_session_s=max_session_s,
             max_message_bytes=max_message_bytes,
+            webrtc_host_addresses=() if "all" in webrtc_host_address else (*webrtc_host_address,),
         )
         served = load_served_model(model, random_weights=random_weights, size=size, device=device)
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+    remote = host not in ("127.0.0.1", "localhost", "::1")
+    if remote and config.token is None:
         log.warning("binding %s without --token: anyone who can reach it can start sessions", host)
+    if remote and config.webrtc_host_addresses == ("127.0.0.1",):
+        log.warning("WebRTC gathers on 127.0.0.1 only: set --webrtc-host-address for remote peers")
     log.info(
         "serving",
         extra={"model": served.name, "url": f"http://{host}:{port}/", "pid": os.getpid()},

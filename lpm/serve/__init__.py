@@ -1,4 +1,4 @@
-"""lpm.serve: real-time, full-duplex character sessions over HTTP + WebSocket (`lpm serve`).
+"""lpm.serve: real-time, full-duplex character sessions over HTTP + WebSocket or WebRTC.
 
     config.py       ServeConfig: limits and defaults, validated
     loading.py      which online model: a bundle directory, the shipped one, or random weights
@@ -7,7 +7,8 @@
     scheduler.py    FairScheduler: earliest-deadline-first chunk admission across sessions
     engine.py       SessionEngine: audio timeline, idle/listening/responding/barge-in, pacing
     session.py      LiveSession (applies client messages), SessionManager (limit, reaping)
-    transport.py    one WebSocket connection: receiver, pacer, writer tasks
+    transport.py    SessionTransport (receiver, pacer, writer tasks) and the WebSocket one
+    webrtc.py       the WebRTC transport (aiortc): SDP answer, media tracks, data channel, ICE
     app.py          FastAPI routes: sessions, WebSocket, /healthz, /metrics, client page
     server.py       uvicorn in the foreground or in a background thread
     metrics.py      Prometheus text exposition (lpm_* metrics)

@@ -1,7 +1,8 @@
 """The FastAPI application: HTTP session API, the session WebSocket, health, metrics, client page.
 
 `create_app` wires a loaded model and a `ServeConfig` into routes; all behaviour lives in
-`session.py` (sessions), `transport.py` (WebSocket) and `engine.py` (generation).
+`session.py` (sessions), `transport.py` (WebSocket), `webrtc.py` (WebRTC) and `engine.py`
+(generation).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import base64
 import binascii
 import contextlib
 import hmac
+import importlib.util
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from importlib import resources
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -30,13 +33,14 @@ from lpm.serve.loading import ServedModel
 from lpm.serve.metrics import ServeMetrics
 from lpm.serve.protocol import PROTOCOL_VERSION
 from lpm.serve.session import Busy, SessionManager, SessionSpec
-from lpm.serve.transport import Connection, close_reason
+from lpm.serve.transport import WebSocketTransport, close_reason
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 MAX_IMAGE_SIDE = 4096
 MAX_REFERENCES = 12
+MAX_SDP_CHARS = 65536
 
 
 class ReferenceIn(BaseModel):
@@ -77,6 +81,25 @@ class SessionStatus(BaseModel):
     chunks: int
     late_chunks: int
     agent_queued_s: float
+
+
+class WebRTCOffer(BaseModel):
+    """A complete SDP offer: ICE gathering finished, every candidate inside (no trickle ICE)."""
+
+    sdp: str = Field(max_length=MAX_SDP_CHARS)
+    type: Literal["offer"] = "offer"
+
+
+class WebRTCAnswer(BaseModel):
+    sdp: str
+    type: Literal["answer"] = "answer"
+    video_codec: str = Field(description="Negotiated video codec: h264 or vp8.")
+    audio_codec: str | None = Field(description="Negotiated audio codec; None without audio.")
+
+
+def webrtc_available() -> bool:
+    """Whether aiortc (extra ``lpm[webrtc]``) is installed."""
+    return importlib.util.find_spec("aiortc") is not None
 
 
 def _decode_image(b64: str, what: str) -> np.ndarray:
@@ -129,6 +152,7 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
     """The server for one loaded online model."""
     metrics = ServeMetrics()
     manager = SessionManager(model, config, metrics)
+    peers: set[asyncio.Task] = set()
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -141,6 +165,8 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
         yield
         task.cancel()
         manager.close_all()
+        if peers:  # WebRTC transports run outside any request: let them close their peers
+            await asyncio.wait(peers, timeout=20.0)
 
     app = FastAPI(
         title="lpm serve",
@@ -149,6 +175,19 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.manager, app.state.metrics = manager, metrics
+
+    def start_peer(run: Coroutine) -> None:
+        async def guarded() -> None:
+            try:
+                await run
+            except Exception:
+                log.exception("webrtc transport failed")
+
+        task = asyncio.create_task(guarded())
+        peers.add(task)
+        task.add_done_callback(peers.discard)
+
+    app.state.peers, app.state.start_peer = peers, start_peer
 
     def authorised(authorization: str | None = Header(None)) -> None:
         if config.token is None:
@@ -168,6 +207,7 @@ def create_app(model: ServedModel, config: ServeConfig) -> FastAPI:
 
     _info_routes(app, model, config, authorised)
     _session_routes(app, model, config, authorised)
+    _webrtc_routes(app, authorised)
     return app
 
 
@@ -207,6 +247,7 @@ def _info_routes(
             "height": spec.height,
             "sample_rate": spec.sample_rate,
             "codecs": ["pcm16", "opus"] if opus_available() else ["pcm16"],
+            "transports": ["websocket", "webrtc"] if webrtc_available() else ["websocket"],
             "auth": config.token is not None,
             "max_sessions": config.max_sessions,
             "max_message_bytes": config.max_message_bytes,
@@ -303,4 +344,49 @@ def _session_routes(
             return
         s.attached = True
         await ws.accept()
-        await Connection(ws, s, manager).run()
+        await WebSocketTransport(ws, s, manager).run()
+
+
+def _webrtc_routes(app: FastAPI, authorised: Callable) -> None:
+    """Attach a WebRTC peer connection to a session (lpm.serve.webrtc)."""
+    manager: SessionManager = app.state.manager
+    metrics: ServeMetrics = app.state.metrics
+
+    @app.post(
+        "/v1/sessions/{session_id}/webrtc/offer",
+        response_model=WebRTCAnswer,
+        dependencies=[Depends(authorised)],
+        responses={
+            400: {"description": "the SDP offer is malformed or cannot be answered"},
+            404: {"description": "no such session"},
+            409: {"description": "the session is already attached"},
+            501: {"description": "this server was installed without aiortc"},
+        },
+    )
+    async def webrtc_offer(session_id: str, offer: WebRTCOffer) -> WebRTCAnswer:
+        """SDP offer in, SDP answer out: the session's video, agent audio and events flow over
+        the new peer connection, and its microphone track is the user audio."""
+        if not webrtc_available():
+            raise HTTPException(501, "WebRTC needs aiortc: pip install 'lpm[webrtc]'")
+        from lpm.serve.webrtc import OfferError, WebRTCTransport
+
+        s = manager.get(session_id)
+        if s is None:
+            raise HTTPException(404, "no such session")
+        if s.attached:
+            metrics.webrtc_offers.inc(result="conflict")
+            raise HTTPException(409, "session already attached (WebSocket or WebRTC)")
+        s.attached = True
+        transport = WebRTCTransport(s, manager)
+        try:
+            sdp = await transport.negotiate(offer.sdp)
+        except OfferError as err:
+            s.attached = False
+            metrics.webrtc_offers.inc(result="bad_offer")
+            log.info("webrtc offer refused", extra={"session": s.id, "error": str(err)})
+            raise HTTPException(400, str(err)) from None
+        metrics.webrtc_offers.inc(result="answered")
+        app.state.start_peer(transport.run())
+        return WebRTCAnswer(
+            sdp=sdp, video_codec=transport.video_codec, audio_codec=transport.audio_codec
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 
@@ -51,6 +52,11 @@ class ServeConfig:
     """User speech over agent speech interrupts the agent at the next chunk boundary."""
     seed: int = 0
     """Noise seed of every session."""
+    webrtc_host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    """IP addresses WebRTC ICE host candidates are gathered on. Loopback only by default (then
+    offers' non-loopback candidates are ignored and nothing beyond 127.0.0.1 is contacted); an
+    empty tuple gathers on every non-loopback interface, for clients on other machines. No
+    STUN or TURN server is ever used."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -71,5 +77,17 @@ class ServeConfig:
             raise ValueError(f"max_message_bytes must be >= 1024, got {self.max_message_bytes}")
         if not 0 <= self.vad_aggressiveness <= 3:
             raise ValueError(f"vad_aggressiveness must be in 0..3, got {self.vad_aggressiveness}")
+        for address in self.webrtc_host_addresses:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(
+                    f"webrtc_host_addresses: {address!r} is not an IP address"
+                ) from None
+            if ip.is_unspecified:
+                raise ValueError(
+                    f"webrtc_host_addresses: {address!r} is not an interface address; give the "
+                    "addresses themselves, or none for every non-loopback interface"
+                )
         if self.token is not None and not self.token:
             raise ValueError("token must be a non-empty string or None")

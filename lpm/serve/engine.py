@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from lpm.inference import ModelBundle, ReferenceImage
@@ -62,7 +61,10 @@ class ChunkPlan:
 
 @dataclass
 class ServedChunk:
-    """One chunk ready to send: JPEG frames, agent audio, state and latency figures."""
+    """One chunk ready to send: frames, agent audio, state and latency figures.
+
+    Transports encode the frames in their own codec (JPEG over the WebSocket, H.264/VP8 over
+    WebRTC)."""
 
     index: int
     pts: float
@@ -70,7 +72,8 @@ class ServedChunk:
     deadline: float
     """Clock seconds when the first frame is due on the wire."""
     state: str
-    jpegs: list[bytes]
+    frames: np.ndarray
+    """(F, H, W, 3) uint8 RGB frames, F = fps × chunk seconds."""
     speak: np.ndarray | None
     timings: dict[str, float]
     latency: dict[str, float] = field(default_factory=dict)
@@ -259,7 +262,6 @@ class SessionEngine:
     # ---- running (driver thread) -------------------------------------------------------------
     def chunks(self) -> Iterator[ServedChunk]:
         """Served chunks, for ever, until `close`; run this in a thread of its own."""
-        quality = [int(cv2.IMWRITE_JPEG_QUALITY), self.cfg.jpeg_quality]
         try:
             for chunk in self.stream.chunks(None, pipelined=True, lookahead=self.cfg.lookahead):
                 with self._lock:
@@ -268,7 +270,7 @@ class SessionEngine:
                     self._held -= owned
                 if owned:
                     self.scheduler.release()
-                yield self._served(chunk, plan, quality)
+                yield self._served(chunk, plan)
                 if self.closed.is_set():
                     return
         except SessionClosed:
@@ -276,8 +278,7 @@ class SessionEngine:
         finally:
             self.close()
 
-    def _served(self, chunk, plan: ChunkPlan, quality: list[int]) -> ServedChunk:
-        jpegs = [cv2.imencode(".jpg", f[:, :, ::-1], quality)[1].tobytes() for f in chunk.frames]
+    def _served(self, chunk, plan: ChunkPlan) -> ServedChunk:
         now = self.clock()
         if chunk.index == 0:
             self.play_start = now
@@ -299,7 +300,7 @@ class SessionEngine:
             pts=chunk.index * self.chunk_s,
             deadline=deadline,
             state=plan.state,
-            jpegs=jpegs,
+            frames=chunk.frames,
             speak=plan.speak,
             timings=timings,
             latency=latency,

@@ -126,6 +126,9 @@ class ServeMetrics:
         self.messages = Counter("lpm_messages_total", "Client WebSocket messages, by kind.")
         self.rejected = Counter("lpm_messages_rejected_total", "Client messages refused, by code.")
         self.audio_seconds = Counter("lpm_audio_seconds_total", "Audio received, by stream.")
+        self.webrtc_offers = Counter(
+            "lpm_webrtc_offers_total", "WebRTC offers, by result (answered, bad_offer, conflict)."
+        )
 
     def render(self) -> str:
         metrics = (
@@ -142,5 +145,6 @@ class ServeMetrics:
             self.messages,
             self.rejected,
             self.audio_seconds,
+            self.webrtc_offers,
         )
         return "\n".join(line for m in metrics for line in m.render()) + "\n"

@@ -119,7 +119,14 @@ class LiveSession:
             )
         stream, payload = split_binary(data)
         self.metrics.messages.inc(kind=f"audio.{stream}")
-        samples = self.decoders[stream].decode(payload)
+        self.push_audio(stream, self.decoders[stream].decode(payload))
+
+    def push_audio(self, stream: str, samples: np.ndarray) -> None:
+        """Decoded audio of ``stream`` (float32 mono at the model rate) from any transport.
+
+        Raises:
+            ProtocolError: the stream runs ahead of real time, or the agent queue is full.
+        """
         seconds = len(samples) / self.engine.rate
         if not self.meters[stream].take(seconds):
             raise ProtocolError(
