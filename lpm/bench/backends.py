@@ -5,10 +5,13 @@ probabilities, identity embeddings, visual features per frame). Backends:
 
 - `StageBackend`: the Stage probes (`lpm.bench.probes`), for Stage suites; reads everything.
 - `RealFaceBackend`: real faces. Landmarks from MediaPipe Face Mesh (optional import) give mouth
-  opening, head pose and blink; identity comes from an `IdentityEmbedder` (ArcFace TorchScript, or
-  dlib's face-recognition model when dlib is installed); visual features from a `FeatureExtractor`
-  (I3D TorchScript). Signals a backend cannot read stay None and their metrics report n/a.
-- External networks load from a local TorchScript file (`load_scripted`); nothing is downloaded.
+  opening, head pose, blink and the face box; identity comes from an `IdentityEmbedder` (ArcFace
+  on faces aligned by 5 landmarks, or dlib's face-recognition model when dlib is installed);
+  visual features from a `FeatureExtractor` (I3D); lip sync from a `SyncNetScorer` on face crops.
+  Signals a backend cannot read stay None and their metrics report n/a.
+- External networks load from local files only (`load_network`): their released state dicts
+  (`lpm.bench.nets`: insightface IResNet, pytorch-i3d, SyncNet) or TorchScript archives;
+  nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from lpm.bench.avsync import SyncNetScorer
 
 CHUNK_FRAMES = 512
 """Frames read per backend call (bounds memory on long videos)."""
@@ -49,6 +56,8 @@ class Readings:
     """(T,) mean luma (0..255), for flicker; filled by `read_video_frames`."""
     pixel_motion: np.ndarray | None = None
     """(T,) mean absolute frame difference to the previous frame (0..255; 0 at t=0)."""
+    face_box: np.ndarray | None = None
+    """(T, 4) face box x0, y0, x1, y1 in pixels (NaN rows: no face found)."""
 
     @property
     def num_frames(self) -> int:
@@ -79,6 +88,8 @@ class Backend(Protocol):
     """Reads frames (T, H, W, 3) uint8 RGB at `fps` into `Readings`."""
 
     name: str
+    syncnet: SyncNetScorer | None
+    """Scores lip sync on the video's face crops (needs `Readings.face_box`), or None."""
 
     def read(self, frames: np.ndarray, fps: float) -> Readings: ...
 
@@ -151,6 +162,7 @@ class StageBackend:
     """The Stage probes: every reading, for Stage-style portraits."""
 
     name = "stage-probes"
+    syncnet = None
 
     def __init__(self, probes=None) -> None:
         if probes is None:
@@ -184,7 +196,7 @@ class StageBackend:
         return self.probes.identity_embedding(images)
 
 
-# --- external TorchScript networks --------------------------------------------------------------
+# --- external networks --------------------------------------------------------------------------
 
 
 def load_scripted(path: str | Path, what: str) -> torch.jit.ScriptModule:
@@ -202,6 +214,22 @@ def load_scripted(path: str | Path, what: str) -> torch.jit.ScriptModule:
     return module.eval()
 
 
+def load_network(path: str | Path, kind: str) -> nn.Module:
+    """A network from a local file: a TorchScript archive, or released weights of `kind`
+    (`arcface`: insightface IResNet `backbone.pth`; `i3d`: pytorch-i3d `rgb_imagenet.pt`;
+    `syncnet`: `syncnet_v2.model`; or the same tensors as `.safetensors`)."""
+    from lpm.bench.nets import load_arcface, load_i3d, load_syncnet
+    from lpm.bench.nets.checkpoint import is_torchscript
+
+    loaders = {"arcface": load_arcface, "i3d": load_i3d, "syncnet": load_syncnet}
+    if kind not in loaders:
+        raise ValueError(f"unknown network kind {kind!r}; expected one of {sorted(loaders)}")
+    path = Path(path)
+    if kind != "syncnet" and path.is_file() and is_torchscript(path):
+        return load_scripted(path, kind)
+    return loaders[kind](path)
+
+
 def _resize(frames: np.ndarray, side: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, side, side) float in [-1, 1]."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
@@ -209,34 +237,109 @@ def _resize(frames: np.ndarray, side: int) -> torch.Tensor:
     return x / 127.5 - 1.0
 
 
-class IdentityEmbedder:
-    """ArcFace-style embedder: TorchScript (N, 3, side, side) in [-1, 1] -> (N, E)."""
+def face_points5(lm: np.ndarray) -> np.ndarray:
+    """(5, 2) eye centres, nose tip and mouth corners (image left first) from Face Mesh points."""
+    return np.stack(
+        [
+            (lm[33] + lm[133]) / 2,
+            (lm[362] + lm[263]) / 2,
+            lm[1],
+            lm[61],
+            lm[291],
+        ]
+    )
 
-    def __init__(self, path: str | Path, input_size: int = 112, batch: int = 64) -> None:
-        self.module = load_scripted(path, "identity (ArcFace)")
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """(2, 3) least-squares similarity (rotation, uniform scale, shift) taking src onto dst."""
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d0.T @ s0 / len(src))
+    flip = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = u @ flip @ vt
+    scale = float((sig * np.diag(flip)).sum() / ((s0**2).sum() / len(src)))
+    return np.hstack([scale * rot, (mu_d - scale * rot @ mu_s)[:, None]])
+
+
+def align_face(rgb: np.ndarray, points5: np.ndarray, side: int = 112) -> np.ndarray:
+    """(side, side, 3) crop with the 5 points moved onto ArcFace's template (scaled to side)."""
+    import cv2
+
+    from lpm.bench.nets.arcface import ARCFACE_TEMPLATE, INPUT_SIZE
+
+    m = similarity_transform(points5.astype(np.float64), ARCFACE_TEMPLATE * side / INPUT_SIZE)
+    return cv2.warpAffine(rgb, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0))
+
+
+class IdentityEmbedder:
+    """ArcFace-style embedder: a network (N, 3, side, side) RGB in [-1, 1] -> (N, E).
+
+    Args:
+        network: a module, or a local file for `load_network(..., "arcface")` (insightface
+            `backbone.pth`, safetensors, or TorchScript).
+    """
+
+    def __init__(
+        self, network: str | Path | nn.Module, input_size: int = 112, batch: int = 64
+    ) -> None:
+        self.module = (
+            network if isinstance(network, nn.Module) else load_network(network, "arcface")
+        )
+        self.module.eval()
         self.input_size, self.batch = input_size, batch
 
+    def _inputs(
+        self, images: np.ndarray, landmarks: list[np.ndarray | None] | None
+    ) -> torch.Tensor:
+        """(N, 3, side, side) network inputs: aligned faces where landmarks exist, else resized."""
+        if landmarks is None:
+            return _resize(images, self.input_size)
+        side = self.input_size
+        return torch.cat(
+            [
+                _resize(
+                    (img if lm is None else align_face(img, face_points5(lm), side))[None], side
+                )
+                for img, lm in zip(images, landmarks, strict=True)
+            ]
+        )
+
     @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        outs = [
-            self.module(_resize(images[i : i + self.batch], self.input_size))
-            for i in range(0, len(images), self.batch)
-        ]
+    def __call__(
+        self, images: np.ndarray, landmarks: list[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        """(N, E) unit-norm embeddings of (N, H, W, 3) uint8 RGB images.
+
+        With `landmarks` (Face Mesh points per image), each face is first aligned to the
+        5-point template, the input ArcFace was trained on; an image without landmarks (or all
+        of them when none are given: crops that are already aligned) is resized whole.
+        """
+        x = self._inputs(images, landmarks)
+        outs = [self.module(x[i : i + self.batch]) for i in range(0, len(x), self.batch)]
         e = torch.cat(outs).float()
         return F.normalize(e.reshape(e.shape[0], -1), dim=-1).numpy()
 
 
 class FeatureExtractor:
-    """I3D-style video features: TorchScript (B, 3, clip, side, side) in [-1, 1] -> (B, F).
+    """I3D video features: a network (B, 3, clip, side, side) RGB in [-1, 1] -> (B, F).
 
     Each frame gets the feature of the clip of `clip` frames centred on it, evaluated every
     `stride` frames and held in between.
+
+    Args:
+        network: a module, or a local file for `load_network(..., "i3d")` (pytorch-i3d
+            `rgb_imagenet.pt`, safetensors, or TorchScript).
     """
 
     def __init__(
-        self, path: str | Path, input_size: int = 224, clip: int = 16, stride: int = 8
+        self,
+        network: str | Path | nn.Module,
+        input_size: int = 224,
+        clip: int = 16,
+        stride: int = 8,
     ) -> None:
-        self.module = load_scripted(path, "video features (I3D)")
+        self.module = network if isinstance(network, nn.Module) else load_network(network, "i3d")
+        self.module.eval()
         self.input_size, self.clip, self.stride = input_size, clip, stride
 
     @torch.no_grad()
@@ -293,7 +396,11 @@ def landmark_readings(lm: np.ndarray, width: int, height: int) -> dict[str, floa
 
 
 class RealFaceBackend:
-    """Real-face readings: MediaPipe landmarks (+ optional identity and feature networks)."""
+    """Real-face readings: MediaPipe landmarks (+ optional identity, feature and sync networks).
+
+    Frames without a face hold the previous frame's landmarks (readings and alignment); their
+    face box is NaN, so SyncNet interpolates the crop track instead.
+    """
 
     name = "real-face"
 
@@ -302,19 +409,32 @@ class RealFaceBackend:
         identity: IdentityEmbedder | None = None,
         features: FeatureExtractor | None = None,
         landmarker=None,
+        syncnet: SyncNetScorer | None = None,
     ) -> None:
-        self.identity, self.features = identity, features
+        self.identity, self.features, self.syncnet = identity, features, syncnet
         self.landmarker = landmarker if landmarker is not None else _mediapipe_landmarker()
+
+    def _identity(
+        self, images: np.ndarray, landmarks: list[np.ndarray | None] | None = None
+    ) -> np.ndarray:
+        if not isinstance(self.identity, IdentityEmbedder):
+            return self.identity(images)  # embedders with their own face detection (dlib)
+        if landmarks is None:
+            landmarks = [self.landmarker(img) for img in images]
+        return self.identity(images, landmarks)
 
     def read(self, frames: np.ndarray, fps: float) -> Readings:
         h, w = frames.shape[1:3]
-        rows = []
+        rows, held, boxes = [], [], []
         last = {"mouth_open": 0.0, "blink": 0.0, "yaw": 0.0, "pitch": 0.0, "roll": 0.0}
+        last_lm = None
         for rgb in frames:
             lm = self.landmarker(rgb)
+            boxes.append([np.nan] * 4 if lm is None else [*lm.min(0), *lm.max(0)])
             if lm is not None:
-                last = landmark_readings(lm, w, h)
-            rows.append(last)  # frames without a face hold the last reading
+                last, last_lm = landmark_readings(lm, w, h), lm
+            rows.append(last)
+            held.append(last_lm)
         col = lambda k: np.array([r[k] for r in rows], np.float32)
         return Readings(
             mouth_open=col("mouth_open"),
@@ -322,12 +442,13 @@ class RealFaceBackend:
             yaw=col("yaw"),
             pitch=col("pitch"),
             roll=col("roll"),
-            identity=self.identity(frames) if self.identity else None,
+            identity=self._identity(frames, held) if self.identity else None,
             features=self.features(frames) if self.features else None,
+            face_box=np.asarray(boxes, np.float32),
         )
 
     def embed(self, images: np.ndarray) -> np.ndarray | None:
-        return self.identity(images) if self.identity else None
+        return self._identity(images) if self.identity else None
 
 
 def _mediapipe_landmarker():

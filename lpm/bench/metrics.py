@@ -129,6 +129,11 @@ def switch_latency(mouth: np.ndarray, speak_on: np.ndarray, fps: float) -> float
     return float(np.median(lat)) if lat else None
 
 
+def own_speech(speak: np.ndarray, sample_rate: int, fps: float, n: int) -> bool:
+    """Whether the speak track is active for >= 0.5 s of an n-frame video (sync is scorable)."""
+    return bool(_active(speech_level(speak, sample_rate, fps, n), fps).sum() >= fps * 0.5)
+
+
 def sync_metrics(
     r: Readings, speak: np.ndarray, listen: np.ndarray, sample_rate: int, fps: float
 ) -> dict[str, float | None]:

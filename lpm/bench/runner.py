@@ -27,7 +27,13 @@ import numpy as np
 from lpm.bench.backends import Backend, iter_video, read_all
 from lpm.bench.materialize import CaseInputs, materialize
 from lpm.bench.metrics import motion_stats
-from lpm.bench.scoring import CaseScore, reference_embeddings, score_readings, truth_readings
+from lpm.bench.scoring import (
+    CaseScore,
+    reference_embeddings,
+    score_readings,
+    syncnet_metrics,
+    truth_readings,
+)
 from lpm.bench.suites import load_suite
 
 log = logging.getLogger(__name__)
@@ -174,8 +180,9 @@ def _score_video(
 ) -> CaseScore:
     chunks, fps = iter_video(video)
     r = read_all(backend, chunks, fps)
+    sync = syncnet_metrics(backend, video, r, inputs, fps)
     return score_readings(
-        r, inputs, system=system, ref_emb=ref_emb, truth_stats=truth_stats, fps=fps
+        r, inputs, system=system, ref_emb=ref_emb, truth_stats=truth_stats, fps=fps, extra=sync
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lpm.bench.backends import Backend, Readings, read_all
+from lpm.bench.backends import Backend, Readings, iter_video, read_all
 from lpm.bench.materialize import CaseInputs
 from lpm.bench.metrics import (
     dimension_scores,
@@ -21,6 +21,7 @@ from lpm.bench.metrics import (
     identity_series,
     motion_metrics,
     motion_stats,
+    own_speech,
     per_second,
     sync_metrics,
     text_metrics,
@@ -31,6 +32,8 @@ from lpm.bench.metrics import (
 FEATURE_SAMPLES = 96
 """Visual feature vectors kept per case (evenly spaced frames) for the Fréchet distance."""
 SCORE_VERSION = "lpm-bench-score/1"
+SYNCNET_METRICS = ("syncnet_offset", "syncnet_confidence", "syncnet_min_dist")
+"""SyncNet's outputs: AV offset (25-fps frames, > 0: audio leads), confidence, min distance."""
 
 
 @dataclass(kw_only=True)
@@ -100,11 +103,14 @@ def score_readings(
     ref_emb: np.ndarray | None,
     truth_stats: dict | None,
     fps: float,
+    extra: dict[str, float | None] | None = None,
 ) -> CaseScore:
-    """Every per-case metric from a video's readings (see `lpm.bench.metrics`)."""
+    """Every per-case metric from a video's readings (see `lpm.bench.metrics`); `extra` adds
+    metrics computed outside the readings (`syncnet_metrics`)."""
     case = inputs.case
     m: dict[str, float | None] = {}
     m.update(sync_metrics(r, inputs.speak, inputs.listen, inputs.sample_rate, fps))
+    m.update(extra or {})
     m.update(truth_mouth_metrics(r, inputs.truth_labels))
     series = identity_series(r, ref_emb)
     m.update(identity_metrics(series, fps))
@@ -126,6 +132,31 @@ def score_readings(
         tags={k: list(v) for k, v in asdict(case.tags).items()},
         features=sample_features(r),
     )
+
+
+def syncnet_metrics(
+    backend: Backend, video: Path, r: Readings, inputs: CaseInputs, fps: float
+) -> dict[str, float | None]:
+    """SyncNet's outputs for a video (read again, at `fps`) against the case's speak track
+    (`lpm.bench.avsync`).
+
+    n/a (None) without a SyncNet scorer, without face boxes, when the performer speaks for less
+    than 0.5 s, or when no face was found.
+    """
+    out: dict[str, float | None] = dict.fromkeys(SYNCNET_METRICS)
+    if backend.syncnet is None or r.face_box is None:
+        return out
+    if not own_speech(inputs.speak, inputs.sample_rate, fps, len(r.face_box)):
+        return out
+    chunks, _ = iter_video(video)
+    res = backend.syncnet.score(chunks, fps, r.face_box, inputs.speak, inputs.sample_rate)
+    if res is not None:
+        out.update(
+            syncnet_offset=float(res.offset),
+            syncnet_confidence=res.confidence,
+            syncnet_min_dist=res.min_dist,
+        )
+    return out
 
 
 def truth_readings(backend: Backend, inputs: CaseInputs, case_dir: Path) -> Readings | None:

@@ -69,19 +69,73 @@ def suite_cmd(
         typer.echo(f"wrote {out}")
 
 
-def _backend(kind: str, probes: Path | None, arcface: Path | None, i3d: Path | None):
+def _backend(
+    kind: str, probes: Path | None, arcface: Path | None, i3d: Path | None, syncnet: Path | None
+):
     from lpm.bench.backends import FeatureExtractor, IdentityEmbedder, RealFaceBackend, StageBackend
 
     if kind == "stage":
+        given = [
+            f for f, v in (("--arcface", arcface), ("--i3d", i3d), ("--syncnet", syncnet)) if v
+        ]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)} read real faces: add --backend real (the Stage probes "
+                "read identity, features and the mouth themselves)"
+            )
         from lpm.bench.probes import load_probes
 
         return StageBackend(load_probes(probes))
     if kind == "real":
+        scorer = None
+        if syncnet:
+            from lpm.bench.avsync import SyncNetScorer
+            from lpm.bench.nets.syncnet import load_syncnet
+
+            scorer = SyncNetScorer(load_syncnet(syncnet))
         return RealFaceBackend(
             identity=IdentityEmbedder(arcface) if arcface else None,
             features=FeatureExtractor(i3d) if i3d else None,
+            syncnet=scorer,
         )
     raise ValueError(f"--backend must be stage or real, got {kind!r}")
+
+
+@app.command("weights")
+def weights_cmd(
+    kind: str = typer.Argument(..., help="syncnet, arcface or i3d."),
+    path: Path = typer.Argument(..., help="Released weight file (.pth/.model/.safetensors)."),
+    to: Path = typer.Option(
+        None, "--to", help="Also write the checked tensors here as safetensors (released names)."
+    ),
+) -> None:
+    """Check a released weight file against its architecture; optionally convert it."""
+    import importlib
+
+    import torch
+
+    from lpm.bench.backends import load_network
+
+    try:
+        net = load_network(path, kind)
+        scripted = isinstance(net, torch.jit.ScriptModule)
+        if to is not None:
+            if scripted:
+                raise ValueError(f"{path} is TorchScript: only state dicts convert to safetensors")
+            from safetensors.torch import save_file
+
+            from lpm.bench.nets.checkpoint import released_state
+
+            module = importlib.import_module(f"lpm.bench.nets.{kind}")
+            to.parent.mkdir(parents=True, exist_ok=True)
+            save_file(released_state(net, module.released_key), str(to))
+    except (ValueError, FileNotFoundError) as err:
+        raise _fail(err) from err
+    n = sum(p.numel() for p in net.parameters())
+    what = "TorchScript" if scripted else f"{type(net).__name__} {net.config}"
+    typer.echo(f"{path}: {what}, {n / 1e6:.2f} M parameters")
+    if to is not None:
+        typer.echo(f"wrote {to}")
 
 
 @app.command("run")
@@ -99,8 +153,15 @@ def run_cmd(
     truth: bool = typer.Option(True, "--truth/--no-truth", help="Also score the ground truth."),
     backend: str = typer.Option("stage", "--backend", help="Metric backend: stage or real."),
     probes: Path = typer.Option(None, "--probes", help="Probe weights (default: shipped)."),
-    arcface: Path = typer.Option(None, "--arcface", help="ArcFace TorchScript (real backend)."),
-    i3d: Path = typer.Option(None, "--i3d", help="I3D TorchScript (real backend)."),
+    arcface: Path = typer.Option(
+        None, "--arcface", help="ArcFace IResNet backbone.pth / .safetensors / TorchScript (real)."
+    ),
+    i3d: Path = typer.Option(
+        None, "--i3d", help="I3D rgb_imagenet.pt / .safetensors / TorchScript (real backend)."
+    ),
+    syncnet: Path = typer.Option(
+        None, "--syncnet", help="SyncNet syncnet_v2.model / .safetensors (real backend)."
+    ),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report after."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -127,7 +188,7 @@ def run_cmd(
             with_truth=truth,
             progress=progress,
         )
-        summary = run_suite(cfg, backend=_backend(backend, probes, arcface, i3d))
+        summary = run_suite(cfg, backend=_backend(backend, probes, arcface, i3d, syncnet))
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise _fail(err) from err
     typer.echo(
