@@ -16,8 +16,9 @@ out. The peer connection then carries
 ICE uses host candidates only. No STUN or TURN server is configured (``iceServers=[]``; aiortc's
 default would contact a public STUN server), and host candidates are gathered on
 ``ServeConfig.webrtc_host_addresses`` (127.0.0.1 by default). With loopback addresses only, the
-offer's candidates that are not loopback addresses are dropped before ICE sees them, so the server
-never sends a packet beyond 127.0.0.1 (nor an mDNS query for a ``.local`` candidate).
+offer's candidates that are not loopback addresses are dropped before ICE sees them and checks
+from other source addresses are ignored, so the server never sends a packet beyond 127.0.0.1
+(nor an mDNS query for a ``.local`` candidate).
 """
 
 from __future__ import annotations
@@ -120,14 +121,18 @@ def peer_connection() -> RTCPeerConnection:
     return RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
 
+def _candidate_address(line: str) -> str | None:
+    """The connection address of an ``a=candidate:`` SDP line ("" if malformed); None for other
+    lines."""
+    parts = line.split()
+    if not parts or not parts[0].startswith("a=candidate:"):
+        return None
+    return parts[4] if len(parts) >= 8 else ""
+
+
 def candidate_addresses(sdp: str) -> list[str]:
     """Connection addresses of the ICE candidates in an SDP description."""
-    out = []
-    for line in sdp.splitlines():
-        parts = line.strip().split()
-        if parts and parts[0].startswith("a=candidate:") and len(parts) >= 8:
-            out.append(parts[4])
-    return out
+    return [a for a in map(_candidate_address, sdp.splitlines()) if a]
 
 
 def _is_loopback(address: str) -> bool:
@@ -145,9 +150,9 @@ def keep_loopback_candidates(sdp: str) -> str:
     """
     lines, kept = [], 0
     for line in sdp.splitlines():
-        parts = line.strip().split()
-        if parts and parts[0].startswith("a=candidate:"):
-            if len(parts) < 8 or not _is_loopback(parts[4]):
+        address = _candidate_address(line)
+        if address is not None:
+            if not _is_loopback(address):
                 continue
             kept += 1
         lines.append(line)
@@ -158,6 +163,28 @@ def keep_loopback_candidates(sdp: str) -> str:
             "send the offer after ICE gathering completes, from a peer that gathers on 127.0.0.1"
         )
     return "\r\n".join(lines) + "\r\n"
+
+
+def ignore_checks_from_beyond_loopback(pc: RTCPeerConnection) -> None:
+    """Make ``pc``'s ICE agents ignore connectivity checks from non-loopback source addresses.
+
+    Sockets bound to 127.0.0.1 still receive packets a local peer sends from the machine's other
+    addresses (a browser gathers on every interface), and ICE would answer them and pair with
+    them as peer-reflexive candidates. Call after ``setRemoteDescription`` (which creates the
+    agents) and before ``setLocalDescription`` (after which checks can arrive). aiortc exposes
+    the aioice agent only as ``RTCIceGatherer._connection``.
+    """
+    dtls = {t.sender.transport for t in pc.getTransceivers()}
+    if pc.sctp is not None:
+        dtls.add(pc.sctp.transport)
+    for agent in {d.transport.iceGatherer._connection for d in dtls}:
+        answer = agent.request_received
+
+        def request_received(message, addr, protocol, answer=answer) -> None:
+            if _is_loopback(addr[0]):
+                answer(message, addr, protocol)
+
+        agent.request_received = request_received
 
 
 # ---- media tracks ---------------------------------------------------------------------------
@@ -172,7 +199,6 @@ class FrameTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[av.VideoFrame | None] = asyncio.Queue()
         self._t0: float | None = None
         self._last_pts = -1
-        self.dropped = 0
 
     @property
     def backlog(self) -> int:
@@ -190,7 +216,6 @@ class FrameTrack(MediaStreamTrack):
         self._last_pts = pts
         while self._queue.qsize() >= self.limit:  # the encoder fell behind: drop the oldest
             self._queue.get_nowait()
-            self.dropped += 1
         self._queue.put_nowait(frame)
 
     async def recv(self) -> av.VideoFrame:
@@ -309,6 +334,8 @@ class WebRTCTransport(SessionTransport):
         if "audio" in kinds:
             self.pc.addTransceiver(self.audio, direction="sendrecv")
         await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        if loopback_only(self.addresses):
+            ignore_checks_from_beyond_loopback(self.pc)
         answer = await self.pc.createAnswer()
         with gathering_on(self.addresses):
             await self.pc.setLocalDescription(answer)

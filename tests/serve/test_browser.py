@@ -30,7 +30,7 @@ def fake_mic_wav(path: Path) -> Path:
     return path
 
 
-def chromium(tmp_path: Path, wav: Path):
+def chromium(tmp_path: Path, wav: Path, extra: tuple[str, ...] = ()):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
@@ -51,6 +51,7 @@ def chromium(tmp_path: Path, wav: Path):
         "--autoplay-policy=no-user-gesture-required",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--window-size=1000,660",
+        *extra,
     ):
         opts.add_argument(flag)
     return webdriver.Chrome(service=Service(DRIVER), options=opts)

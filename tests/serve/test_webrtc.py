@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import logging
+import re
+import shutil
 import time
 
 import numpy as np
 import pytest
 
-from tests.serve.conftest import RATE, http, new_session, pcm16, speech
+from tests.serve.conftest import RATE, http, new_session, pcm16, speech, start_server
 
 pytest.importorskip("aiortc")
 
@@ -141,6 +144,15 @@ class Peer:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
+def ice_addresses(caplog) -> set[str]:
+    """Every address in an ICE candidate pair either peer checked (aioice logs each one)."""
+    found: set[str] = set()
+    for record in caplog.records:
+        if record.name == "aioice.ice" and "CandidatePair" in record.getMessage():
+            found.update(re.findall(r"\('([^']+)', \d+\)", record.getMessage()))
+    return found
+
+
 def is_state(name):
     return lambda e: e["type"] == "state" and e["state"] == name
 
@@ -164,7 +176,8 @@ async def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
-def test_webrtc_session_video_audio_microphone_and_teardown(server):
+def test_webrtc_session_video_audio_microphone_and_teardown(server, caplog):
+    caplog.set_level(logging.INFO, logger="aioice.ice")
     baseline = server_tasks(server)
     created = new_session(server)
     figures: dict[str, float] = {}
@@ -221,6 +234,7 @@ def test_webrtc_session_video_audio_microphone_and_teardown(server):
     assert server_tasks(server) <= baseline
     _, metrics = http("GET", server.url + "/metrics")
     assert 'lpm_webrtc_offers_total{result="answered"} 1' in metrics
+    assert ice_addresses(caplog) == {"127.0.0.1"}
     print("webrtc figures:", json.dumps({k: round(v, 3) for k, v in figures.items()}))
 
 
@@ -313,3 +327,40 @@ def test_keep_loopback_candidates():
     assert candidate_addresses(keep_loopback_candidates(sdp)) == ["127.0.0.1"]
     with pytest.raises(ValueError, match="loopback"):
         keep_loopback_candidates(sdp.replace("127.0.0.1", "10.9.9.9"))
+
+
+@pytest.mark.slow
+def test_browser_page_over_webrtc(tiny_model, tmp_path, caplog):
+    """Headless Chromium on loopback: its fake microphone makes the character listen, the demo
+    agent's answer arrives on the audio track. Chromium gathers on every interface; the server
+    must pair with its loopback candidate only."""
+    caplog.set_level(logging.INFO, logger="aioice.ice")
+    from tests.serve.test_browser import CHROMIUM, DRIVER, chromium, fake_mic_wav
+
+    if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
+        pytest.skip("needs chromium + chromedriver")
+    loopback = (
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
+    )
+    with start_server(tiny_model) as srv:
+        driver = chromium(tmp_path, fake_mic_wav(tmp_path / "mic.wav"), extra=loopback)
+        try:
+            driver.get(f"{srv.url}/?autostart=1&transport=webrtc&character=stage-090001")
+            deadline, states, lpm = time.monotonic() + 60, set(), {}
+            while time.monotonic() < deadline and not (
+                {"listening", "responding"} <= states and lpm.get("audioEnergy", 0) > 0
+            ):
+                time.sleep(0.5)
+                lpm = driver.execute_script("return window.lpm")
+                states = {s["state"] for s in lpm["states"]}
+        finally:
+            driver.quit()
+    assert lpm["mic"] is True and not lpm["errors"], lpm["errors"]
+    ready = next(e for e in lpm["events"] if e["type"] == "ready")
+    assert ready["transport"] == "webrtc" and lpm["videoCodec"] in ("h264", "vp8")
+    assert lpm["frames"] > 24, lpm
+    assert {"listening", "responding"} <= states, lpm["states"]
+    assert lpm["audioEnergy"] > 0  # the demo agent's speech played from the audio track
+    assert ice_addresses(caplog) == {"127.0.0.1"}
+    print("browser over webrtc:", lpm["videoCodec"], lpm["frames"], "frames,", lpm["fps"], "fps")
