@@ -3,7 +3,8 @@
 Renders (or reuses) held-out Stage raw scenes, runs every operator of `lpm.data.prep` on each in
 this process, and reports video minutes processed per CPU-minute for every stage (CPU time of
 the whole process, all threads), then scores the written clips against the scenes' ground
-truth. The last stdout line is one JSON object.
+truth (accuracy per state, and where the wrong frames lie: `evaluate.label_errors`). The last
+stdout line is one JSON object.
 
     python benchmarks/prep_throughput.py [--scenes 8] [--seconds 40] [--resolution 128]
         [--raw DIR] [--out DIR] [--detector stage] [--threads 1]
@@ -110,6 +111,9 @@ def main() -> None:
         f"dropped shots with the right reason {scores['drops_right_reason']}/"
         f"{scores['drops']} {scores['drops_by_kind']}"
     )
+    print(f"wrong label frames by kind ({sum(scores['label_errors'].values())}):")
+    for kind, n in scores["label_errors"].items():
+        print(f"  {n:5d}  {kind}")
     result = {
         "video_minutes": round(video_min, 3),
         "cpu_seconds": {s: round(cpu[s], 3) for s in STAGES},

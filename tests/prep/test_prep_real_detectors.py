@@ -83,3 +83,37 @@ def test_silero_separates_speech_from_silence_and_noise(tmp_path):
     assert sp[a:b].mean() > 0.7  # speech found
     assert sp[:25].mean() == 0 and sp[30:70].mean() < 0.1  # silence and noise rejected
     assert sp[b + 8 :].mean() < 0.1
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_silero_segments_start_and_end_on_time(tmp_path):
+    """Speech segments end where the voice stops, not a few frames later (silero's lag)."""
+    pytest.importorskip("silero_vad", reason="needs silero-vad (prep extra)")
+    from lpm.data.prep.labels import speech_frames
+    from lpm.data.prep.media import _resample
+
+    sr, fps = 16_000, 25
+    parts, spans, t = [np.zeros(sr, np.float32)], [], sr
+    for i, text in enumerate(
+        (
+            "We should fix something in the morning.",
+            "Honestly, my bike was quiet, and I loved it.",
+            "I think my neighbour is boring.",
+        )
+    ):
+        subprocess.run(["espeak-ng", "-w", str(tmp_path / f"{i}.wav"), text], check=True)
+        x, rate = sf.read(tmp_path / f"{i}.wav", dtype="float32")
+        x = _resample(x, rate, sr)
+        voiced = np.nonzero(np.abs(x) > 0.01)[0]
+        x = x[voiced[0] : voiced[-1] + 1]
+        parts += [x, np.zeros(sr, np.float32)]
+        spans.append((t / sr * fps, (t + len(x)) / sr * fps))
+        t += len(x) + sr
+    audio = np.concatenate(parts)
+    sp = speech_frames(audio, sr, fps, int(len(audio) / sr * fps), LabelConfig(vad="silero"))
+    d = np.diff(np.r_[0, sp.astype(np.int8), 0])
+    on, off = np.nonzero(d == 1)[0], np.nonzero(d == -1)[0]
+    assert len(on) == len(spans)
+    # mean signed error in frames: onsets +0.4, ends +1.0 (padded and uncorrected: -0.6, +2.3)
+    assert abs(np.mean(on - [a for a, _ in spans])) < 1.5
+    assert abs(np.mean(off - [b for _, b in spans])) < 1.5

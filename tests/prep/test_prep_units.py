@@ -55,6 +55,61 @@ def test_smoothing_and_rerank():
     assert (a == L.SPEAK).all() and (b == L.SPEAK).all()
 
 
+def _talk(n_before: int, n_speech: int, n_after: int, lead: int = 0):
+    """Mouth, envelope and VAD frames of one utterance between silences (24 fps): the mouth
+    opens on every syllable, `lead` frames ahead of the voice, and is shut otherwise."""
+    n = n_before + n_speech + n_after
+    speech = np.zeros(n, bool)
+    speech[n_before : n_before + n_speech] = True
+    syllables = np.sin(np.arange(n) / 1.0) > 0
+    env = np.where(speech & syllables, -20.0, -60.0)
+    mouth = np.where(speech & syllables, 0.6, 0.0)
+    mouth[n_before - lead : n_before] = 0.6
+    return mouth, env, speech
+
+
+def test_motion_near_speech_edges_is_not_silent_mouthing():
+    """Silence beside an utterance is idle: a motion window that crossed the speech edge (or the
+    lips opening just before the voice) must not read as moving lips in silence (discard)."""
+    cfg = LabelConfig()
+    mouth, env, speech = _talk(24, 48, 24, lead=2)
+    codes = L.decide(mouth, env, speech, 24, cfg)[0]
+    assert (codes[:24] == L.IDLE).all() and (codes[72:] == L.IDLE).all(), codes
+    assert (codes[24:72] == L.SPEAK).mean() > 0.8
+    # a mouth that keeps moving through a long silence is still discarded
+    moving = np.where(np.sin(np.arange(96) / 1.0) > 0, 0.6, 0.0)
+    codes = L.decide(moving, env, speech, 24, cfg)[0]
+    assert (codes[6:18] == L.DISCARD).all() and (codes[78:90] == L.DISCARD).all()
+
+
+def test_smoothing_keeps_the_vad_edges():
+    """A pause the VAD found survives smoothing; blips inside one segment are still merged."""
+    cfg = LabelConfig()
+    codes = np.array([L.SPEAK] * 30 + [L.IDLE] * 4 + [L.SPEAK] * 30, np.int8)
+    speech = codes != L.IDLE
+    out = L.smooth(codes, 24, cfg, speech)
+    assert (out == codes).all()
+    assert (L.smooth(codes, 24, cfg)[30:34] == L.SPEAK).all()  # without segments: merged
+    codes[10:12] = L.LISTEN  # a 2-frame blip inside the first speech segment
+    out = L.smooth(codes, 24, cfg, speech)
+    assert (out[:30] == L.SPEAK).all() and (out[30:34] == L.IDLE).all()
+
+
+def test_label_error_breakdown():
+    from lpm.data.prep.evaluate import label_errors
+
+    truth = ["idle"] * 20 + ["speak"] * 20 + ["idle"] * 4 + ["speak"] * 20 + ["listen"] * 20
+    ours = ["idle"] * 18 + ["speak"] * 2 + ["idle"] * 2 + ["speak"] * 45 + ["listen"] * 17
+    ours[78] = "speak"
+    assert label_errors(truth, ours) == {
+        "idle->speak early": 2,  # frames 18-19: ours starts speaking before the truth
+        "idle->speak late": 2,  # 20-21: idle again while the truth already speaks
+        "missed idle run": 4,  # 40-43: a pause the labels do not resolve
+        "speak->listen late": 3,  # 64-66: ours still speaks after the turn changed
+        "interior listen->speak": 1,  # 78: far from any change
+    }
+
+
 def test_audio_variants_masks_and_channels():
     fps, sr = 24, 16_000
     states = np.array([L.SPEAK] * 24 + [L.LISTEN] * 24 + [L.IDLE] * 24, np.int8)

@@ -151,6 +151,13 @@ class LabelConfig:
     """Speech probability above which a 32-ms VAD window is speech."""
     vad_min_silence_ms: int = 150
     """Pauses shorter than this (ms) stay inside a speech segment."""
+    vad_end_lag_ms: int = 40
+    """silero-vad ends a segment this late (ms; median over speech in Stage training scenes):
+    its speech probability decays over a few 32-ms windows after the voice stops. silero's
+    segment ends are moved back by it; onsets are on time (segments are not padded)."""
+    speech_edge_guard_s: float = 0.1
+    """Mouth motion in the silence this close (seconds) to speech is not counted: lips move
+    before the voice starts and close after it stops (not a sign of silent mouthing)."""
     highpass_s: float = 0.3
     """Mouth opening and loudness lose their moving average over this window (seconds)
     before motion and sync are measured, so slow expression changes do not read as speech."""
@@ -178,6 +185,8 @@ class LabelConfig:
     def __post_init__(self) -> None:
         _check(self.vad in VADS, "labels.vad", f"must be one of {VADS}")
         _check(0 < self.vad_threshold < 1, "labels.vad_threshold", "must be in (0, 1)")
+        _check(self.vad_end_lag_ms >= 0, "labels.vad_end_lag_ms", "must be >= 0")
+        _check(self.speech_edge_guard_s >= 0, "labels.speech_edge_guard_s", "must be >= 0")
         _check(self.motion_window_s > 0, "labels.motion_window_s", "must be positive")
         _check(self.sync_window_s > 0, "labels.sync_window_s", "must be positive")
         _check(self.max_lag_frames >= 0, "labels.max_lag_frames", "must be >= 0")

@@ -1,9 +1,9 @@
 """Scoring a prep run on Stage raw scenes against their ground truth (`truth.json`).
 
 Reports: shot-boundary recall/precision within a tolerance (frames), the verdict of every
-shot the truth drops (is it dropped, and for the right reason), and frame-level
+shot the truth drops (is it dropped, and for the right reason), frame-level
 speak/listen/idle accuracy of the written clips against the truth state of the person each
-clip shows (matched by face box).
+clip shows (matched by face box), and where the wrong frames lie (`label_errors`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 
 from lpm.data.prep.media import list_inputs, source_id
 from lpm.data.prep.track import iou
+from lpm.data.stage.schema import STATES
 
 TRUTH_TO_REASON = {
     "too_short": "too_short",
@@ -25,6 +26,48 @@ TRUTH_TO_REASON = {
     "pip": "pip",
 }
 """Stage's drop verdicts and the pipeline reason that matches each."""
+
+
+EDGE_FRAMES = 6
+"""Wrong frames this close (frames, 0.25 s at 24 fps) to a change of the true state are
+timing errors of that change; farther ones are interior errors."""
+
+
+def label_errors(truth: list[str], ours: list[str], edge: int = EDGE_FRAMES) -> dict[str, int]:
+    """Count the wrong frames of one clip by kind.
+
+    - `missed <state> run`: a true run of at most `2 * edge` frames with no frame right (a
+      short pause or backchannel the labels do not resolve);
+    - `<a>-><b> early|late`: within `edge` frames of a true change from state a to b, the
+      labels change before (early) or after (late) the truth;
+    - `interior <true>-><ours>`: farther from any true change.
+    """
+    t = np.asarray([STATES.index(x) for x in truth])
+    o = np.asarray([STATES.index(x) if x in STATES else -1 for x in ours])
+    out: dict[str, int] = {}
+    if len(t) == 0:
+        return out
+    starts = np.r_[0, np.nonzero(np.diff(t))[0] + 1]
+    ends = np.r_[starts[1:], len(t)]
+    changes = starts[1:]
+    for a, b in zip(starts, ends, strict=True):
+        wrong = np.nonzero(o[a:b] != t[a:b])[0] + a
+        if len(wrong) == 0:
+            continue
+        if b - a <= 2 * edge and len(wrong) == b - a and a > 0 and b < len(t):
+            key = f"missed {STATES[t[a]]} run"
+            out[key] = out.get(key, 0) + len(wrong)
+            continue
+        for i in wrong:
+            j = changes[np.argmin(np.abs(changes - i))] if len(changes) else -(10**9)
+            if i >= j and i - j < edge:
+                key = f"{STATES[t[j - 1]]}->{STATES[t[j]]} late"
+            elif i < j and j - i <= edge:
+                key = f"{STATES[t[j - 1]]}->{STATES[t[j]]} early"
+            else:
+                key = f"interior {STATES[t[i]]}->{ours[i]}"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 def _boundaries(shots: list[dict]) -> list[int]:
@@ -56,7 +99,8 @@ def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> di
             }
         )
     right = wrong = 0
-    per_state = {k: [0, 0] for k in ("speak", "listen", "idle")}
+    per_state = {k: [0, 0] for k in STATES}
+    errors: dict[str, int] = {}
     for e in report.get("entries", []):
         d = clips_root / Path(e["dir"]).name
         meta = json.loads((d / "meta.json").read_text())
@@ -70,6 +114,8 @@ def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> di
             key=lambda p: iou(box, np.asarray(truth["people"][p]["face_box"][mid] or [0, 0, 0, 0])),
         )
         gt = truth["people"][person]["state"][a : a + len(states)]
+        for k, v in label_errors(gt, states[: len(gt)]).items():
+            errors[k] = errors.get(k, 0) + v
         for ours, want in zip(states, gt, strict=False):
             ok = ours == want
             right += ok
@@ -85,6 +131,7 @@ def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> di
         "frames": right + wrong,
         "frames_right": right,
         "per_state": per_state,
+        "label_errors": errors,
         "clips": len(report.get("entries", [])),
     }
 
@@ -105,8 +152,12 @@ def score_run(input_path: str | Path, out: str | Path, tol: int = 2) -> dict:
             / max(1, sum(s["per_state"][k][1] for s in scenes)),
             4,
         )
-        for k in ("speak", "listen", "idle")
+        for k in STATES
     }
+    errors: dict[str, int] = {}
+    for s in scenes:
+        for k, v in s["label_errors"].items():
+            errors[k] = errors.get(k, 0) + v
     by_kind: dict[str, list[int]] = {}
     for d in drops:
         by_kind.setdefault(d["truth"], [0, 0])
@@ -129,6 +180,7 @@ def score_run(input_path: str | Path, out: str | Path, tol: int = 2) -> dict:
         "frames": frames,
         "label_accuracy": round(sum(s["frames_right"] for s in scenes) / max(1, frames), 4),
         "label_accuracy_by_state": per_state,
+        "label_errors": dict(sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))),
         "clips": sum(s["clips"] for s in scenes),
         "wrong_reasons": [d for d in drops if not d["right_reason"]],
     }

@@ -8,12 +8,14 @@
 | yes            | moving, not in sync      | discard |
 | no             | moving                   | discard |
 
-Speech presence comes from a VAD (silero-vad by default) on the mix; mouth motion is the
-windowed std of the track's mouth opening; sync is the best-lag correlation of mouth opening
-with the audio envelope over short windows. Then: majority smoothing, short-run merging and
-multi-person re-ranking (at most one speaker per frame unless both truly speak). A model-based
-active-speaker detector can replace the rule through `LabelConfig.asd` (`module:callable`
-taking (mouth (T,), envelope (T,), speech (T,) bool, fps) and returning (T,) speak scores 0..1).
+Speech presence comes from a VAD (silero-vad by default) on the mix; its speech / silence
+segments fix *when* someone speaks, and the mouth only decides *who*. Mouth motion (the
+windowed std of the track's high-passed mouth opening) is measured inside each segment; sync
+is the best-lag correlation of mouth opening and audio envelope over short windows; majority
+smoothing and short-run merging never move a segment edge. Then multi-person re-ranking (at
+most one speaker per frame unless both truly speak). A model-based active-speaker detector can
+replace the rule through `LabelConfig.asd` (`module:callable` taking (mouth (T,), envelope
+(T,), speech (T,) bool, fps) and returning (T,) speak scores 0..1).
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ def speech_frames(
             sampling_rate=sample_rate,
             min_silence_duration_ms=cfg.vad_min_silence_ms,
             min_speech_duration_ms=120,
-            speech_pad_ms=30,
+            speech_pad_ms=0,  # onsets are on time; padding would only shift edges outwards
         )
+        lag = round(cfg.vad_end_lag_ms * sample_rate / 1000)
         for s in segs:
-            mask[s["start"] : s["end"]] = True
+            mask[s["start"] : max(s["start"] + 1, s["end"] - lag)] = True
     else:
         mask = _energy_vad(audio, sample_rate, cfg)
     return _to_frames(mask, sample_rate, fps, n_frames) > 0.5
@@ -93,6 +96,42 @@ def envelope(audio: np.ndarray, sample_rate: int, fps: float, n_frames: int) -> 
     """(n_frames,) loudness per video frame: dB of the RMS, floored at -60."""
     power = _to_frames(audio.astype(np.float64) ** 2, sample_rate, fps, n_frames)
     return np.maximum(10 * np.log10(power + 1e-12), -60.0)
+
+
+def segments(speech: np.ndarray) -> list[tuple[int, int]]:
+    """[a, b) runs of constant `speech` (speech and silence segments alternate), in order."""
+    if len(speech) == 0:
+        return []
+    edges = np.r_[0, np.nonzero(np.diff(speech.astype(np.int8)))[0] + 1, len(speech)]
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True))
+
+
+def mouth_motion(
+    mouth: np.ndarray, speech: np.ndarray, fps: float, cfg: LabelConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) mouth motion and (T,) high-passed mouth opening, measured per VAD segment.
+
+    Windows stay inside one speech / silence segment: a window that crossed a speech edge
+    would carry the talking mouth into the silence beside it (where silence + moving reads as
+    discard) and blur the frame where a speaker starts or stops. Inside a silence segment the
+    `speech_edge_guard_s` next to speech does not count either (motion 0 there): lips move
+    before the voice starts and close after it stops.
+    """
+    slow = max(3, round(cfg.highpass_s * fps))
+    win = round(cfg.motion_window_s * fps)
+    guard = round(cfg.speech_edge_guard_s * fps)
+    # articulation is fast (syllables, 3-8 Hz); expression changes are slow: high-pass first
+    highpass = lambda m: m - uniform_filter1d(m, slow, mode="nearest")
+    mouth_hp = np.zeros(len(mouth))
+    motion = np.zeros(len(mouth))
+    for a, b in segments(speech):
+        mouth_hp[a:b] = highpass(mouth[a:b])
+        if not speech[a]:  # segments alternate: a silence not at an end borders speech
+            a += guard if a > 0 else 0
+            b -= guard if b < len(speech) else 0
+        if b - a >= 2:
+            motion[a:b] = windowed_std(highpass(mouth[a:b]), win)
+    return motion, mouth_hp
 
 
 def windowed_std(x: np.ndarray, win: int) -> np.ndarray:
@@ -157,13 +196,14 @@ def _load_asd(spec: str):
 def decide(
     mouth: np.ndarray, env: np.ndarray, speech: np.ndarray, fps: float, cfg: LabelConfig
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Raw per-frame codes (SPEAK/LISTEN/IDLE/DISCARD) and sync scores of one track."""
-    # articulation is fast (syllables, 3-8 Hz); expression changes and loudness trends are
-    # slow: both signals are high-passed before motion and sync are measured
+    """Raw per-frame codes (SPEAK/LISTEN/IDLE/DISCARD) and sync scores of one track.
+
+    mouth, env, speech: (T,) mouth opening, loudness (dB), VAD speech per frame; fps in Hz.
+    """
+    # loudness trends are slow: the envelope is high-passed like the mouth before sync
     slow = max(3, round(cfg.highpass_s * fps))
-    mouth_hp = mouth - uniform_filter1d(mouth, slow, mode="nearest")
     env_hp = env - uniform_filter1d(env, slow, mode="nearest")
-    motion = windowed_std(mouth_hp, round(cfg.motion_window_s * fps))
+    motion, mouth_hp = mouth_motion(mouth, speech, fps, cfg)
     moving = motion > cfg.motion_threshold
     if cfg.asd == "rule":
         sync = sync_scores(mouth_hp, env_hp, round(cfg.sync_window_s * fps), cfg.max_lag_frames)
@@ -177,8 +217,21 @@ def decide(
     return codes, sync
 
 
-def smooth(codes: np.ndarray, fps: float, cfg: LabelConfig) -> np.ndarray:
-    """Majority filter over `smooth_s`, then runs shorter than `min_run_s` take a neighbour."""
+def smooth(
+    codes: np.ndarray, fps: float, cfg: LabelConfig, speech: np.ndarray | None = None
+) -> np.ndarray:
+    """Majority filter over `smooth_s`, then runs shorter than `min_run_s` take a neighbour.
+
+    With `speech` ((T,) bool VAD frames), each speech / silence segment is smoothed on its
+    own: the VAD already keeps pauses under `vad_min_silence_ms` inside speech, and a second
+    smoothing across its edges would only erase short pauses and turn gaps (idle) and shift
+    onsets.
+    """
+    if speech is not None:
+        out = codes.copy()
+        for a, b in segments(speech):
+            out[a:b] = smooth(codes[a:b], fps, cfg)
+        return out
     win = max(1, round(cfg.smooth_s * fps)) | 1
     votes = np.stack([uniform_filter1d((codes == k).astype(float), win) for k in range(4)])
     out = np.argmax(votes, axis=0).astype(np.int8)

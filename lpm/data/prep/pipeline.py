@@ -260,7 +260,7 @@ def op_labels(work: VideoWork, cfg: PrepConfig) -> None:
             if c.verdict != "keep":
                 work.clips.append(c)
                 continue
-            code = L.smooth(code, fps, lc)
+            code = L.smooth(code, fps, lc, work.speech[c.track.start : c.track.end])
             for a, b in _runs(code != L.DISCARD, round(0.5 * fps)):
                 for a2 in range(a, b, max(1, round(cfg.clips.max_seconds * fps))):
                     b2 = min(b, a2 + round(cfg.clips.max_seconds * fps))
