@@ -2,7 +2,8 @@
 
 Builds the `lpm-nano-online` architecture (backbone + refiner + light decoder, the shipped
 geometry) and streams chunks of talking audio, sequentially and pipelined. Speed depends only
-on the architecture, so random weights time the same as trained ones.
+on the architecture, so random weights time the same as trained ones; ``--model DIR`` times a
+saved online bundle instead (at its own resolution).
 
 Prints a table; the last stdout line is one JSON object.
 """
@@ -19,11 +20,15 @@ import numpy as np
 import torch
 
 
-def run(size: int, chunks: int, pipelined: bool) -> dict:
-    from lpm.inference.bundle import untrained_bundle
+def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
+    from lpm.inference.bundle import ModelBundle, untrained_bundle
     from lpm.inference.streaming import StreamingSession
 
-    bundle = untrained_bundle("lpm-nano-online", size=size)
+    if model is not None:
+        bundle = ModelBundle.load(model)
+        size = bundle.spec.height
+    else:
+        bundle = untrained_bundle("lpm-nano-online", size=size)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     t0 = time.perf_counter()
@@ -62,9 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--chunks", type=int, default=12)
+    parser.add_argument("--model", default=None, help="an online bundle (default: random)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = [run(s, args.chunks, p) for s in args.sizes for p in (False, True)]
+    sizes = [None] if args.model else args.sizes
+    rows = [run(s, args.chunks, p, args.model) for s in sizes for p in (False, True)]
     print(f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     cols = ("res", "pipe", "first(s)", "chunk(s)", "RTF", "cond", "backbone", "refiner", "decode")
     print(" ".join(f"{c:>9}" for c in cols))

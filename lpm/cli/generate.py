@@ -60,7 +60,10 @@ def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, dev
 
 
 def generate(
-    model: Path = typer.Option(None, help="Bundle directory; default: the shipped lpm-nano."),
+    model: Path = typer.Option(
+        None,
+        help="Bundle directory; default: the shipped lpm-nano (lpm-nano-online with --online).",
+    ),
     image: Path = typer.Option(None, help="Character image (first frame and global reference)."),
     speak: Path = typer.Option(None, help="The character's own speech (any sample rate)."),
     listen: Path = typer.Option(None, help="The partner's speech the character listens to."),
@@ -82,7 +85,7 @@ def generate(
     from lpm.media import read_image
 
     try:
-        bundle_dir = model or shipped_bundle_path()
+        bundle_dir = model or shipped_bundle_path("lpm-nano-online" if online else "lpm-nano")
         if image is None and speak is None and listen is None and script is None:
             from lpm.inference.demo import demo_inputs
 

@@ -102,19 +102,22 @@ def pack(
 def pack_online(
     base: Path = typer.Option(..., help="The Base LPM bundle the students were distilled from."),
     backbone: Path = typer.Option(..., help="Distilled backbone: stage-3 run or checkpoint."),
-    refiner: Path = typer.Option(..., help="Distilled refiner: stage-4 run or checkpoint."),
+    refiner: Path = typer.Option(
+        None, help="Distilled refiner: stage-4 run or checkpoint (none: backbone only)."
+    ),
     out: Path = typer.Option(..., help="Online bundle directory to write."),
     name: str = typer.Option("lpm-nano-online", help="Name recorded in bundle.json."),
     rank: int = typer.Option(32, help="Rank of each matrix's stored delta from the base."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
     """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
-    BASE's VAE and encoders; the online timesteps come from the refiner run's recipe.json."""
+    BASE's VAE and encoders; the online timesteps come from the refiner (else backbone) run's
+    recipe.json."""
     from lpm.inference.chunk_step import OnlineSchedule
     from lpm.inference.pack import pack_online_bundle
 
     schedule = OnlineSchedule()
-    recipe = refiner / "recipe.json"
+    recipe = (refiner or backbone) / "recipe.json"
     if recipe.is_file():
         data = json.loads(recipe.read_text())
         schedule = OnlineSchedule(

@@ -122,7 +122,7 @@ def pack_online_bundle(
     base: str | Path,
     *,
     backbone: str | Path,
-    refiner: str | Path,
+    refiner: str | Path | None,
     out: str | Path,
     schedule,
     name: str = "lpm-nano-online",
@@ -131,7 +131,8 @@ def pack_online_bundle(
 ) -> dict:
     """Write an Online LPM bundle that shares ``base``'s encoders and decoders.
 
-    ``backbone`` and ``refiner`` (distill runs or checkpoints; EMA preferred) are stored as
+    ``backbone`` and ``refiner`` (distill runs or checkpoints; EMA preferred; no refiner: the
+    stream skips the refining step, as after stages 1-3) are stored as
     rank-``rank`` deltas from ``base``'s transformer (`lpm.models.dit.delta`), and the bundle's
     ``paths`` point at ``base``'s VAE, light decoder and text/audio encoders, relative to the
     bundle, so both bundles move together. Returns the two `DeltaReport`s as a dict.
@@ -150,9 +151,11 @@ def pack_online_bundle(
     if not (base / "bundle.json").is_file():
         raise FileNotFoundError(f"{base} is not an LPM bundle (no bundle.json)")
     base_spec = BundleSpec.from_file(base / "bundle.json")
+    roles = {"transformer": backbone, "refiner": refiner}
     students = {
-        "transformer": load_lpm_checkpoint(resolve_checkpoint(backbone), dtype=torch.float32),
-        "refiner": load_lpm_checkpoint(resolve_checkpoint(refiner), dtype=torch.float32),
+        role: load_lpm_checkpoint(resolve_checkpoint(path), dtype=torch.float32)
+        for role, path in roles.items()
+        if path is not None
     }
     for role, model in students.items():
         if model.cfg.attention != "chunk_causal":

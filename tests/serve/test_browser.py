@@ -1,6 +1,7 @@
 """A real headless Chromium: fake microphone speaks, the character listens, the demo agent answers.
 
-Set LPM_SERVE_SCREENSHOT=PATH.png to keep the screenshot (docs/img/serve_browser.png is made so).
+Set LPM_SERVE_SCREENSHOT=PATH.png to keep the screenshot and LPM_SERVE_NANO=1 to serve the shipped
+lpm-nano-online (docs/img/serve_browser.png is made so).
 """
 
 from __future__ import annotations
@@ -61,10 +62,11 @@ def chromium(tmp_path: Path, wav: Path, extra: tuple[str, ...] = ()):
 def test_browser_listens_then_responds(tiny_model, tmp_path):
     wav = fake_mic_wav(tmp_path / "mic.wav")
     model = tiny_model
-    if os.environ.get("LPM_SERVE_NANO"):  # the real lpm-nano-online architecture, random weights
+    if os.environ.get("LPM_SERVE_NANO"):  # the shipped lpm-nano-online ("random": random weights)
         from lpm.serve.loading import load_served_model
 
-        model = load_served_model(None, random_weights=True, size=64)
+        random = os.environ["LPM_SERVE_NANO"] == "random"
+        model = load_served_model(None, random_weights=random, size=64)
     with start_server(model) as srv:
         driver = chromium(tmp_path, wav)
         try:
