@@ -109,7 +109,8 @@ def main() -> None:
         f"{scores['label_accuracy_by_state']}; boundaries recall "
         f"{scores['boundary_recall']:.3f} precision {scores['boundary_precision']:.3f}; "
         f"dropped shots with the right reason {scores['drops_right_reason']}/"
-        f"{scores['drops']} {scores['drops_by_kind']}"
+        f"{scores['drops']} {scores['drops_by_kind']}; clean shots dropped "
+        f"{sum(scores['clean_dropped'].values())}/{scores['clean_shots']} {scores['clean_dropped']}"
     )
     print(f"wrong label frames by kind ({sum(scores['label_errors'].values())}):")
     for kind, n in scores["label_errors"].items():

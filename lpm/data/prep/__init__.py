@@ -4,7 +4,7 @@
     media.py         defensive decoding of source videos (bad inputs become reasons)
     shots.py         1. shot boundaries (PySceneDetect), the 3-second floor
     detect.py        face backends: mediapipe (default), dlib; stage_faces.py for Stage renders
-    filters.py       2. blur, flicker, subtitles, picture-in-picture, logo, people, colour
+    filters.py       2. blur, flicker, picture-in-picture, subtitles, logo, people, colour
                      cast, framing (each with its reason)
     track.py         3. face tracks through a shot, crop boxes
     labels.py        4. speak / listen / idle by the decision table (VAD, mouth motion, sync)

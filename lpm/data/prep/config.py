@@ -120,10 +120,19 @@ class FilterConfig:
     max_subtitle_score: float = 0.012
     """Fraction of outlined-text pixels in the bottom band above this is `subtitles`."""
     max_logo_score: float = 0.03
-    """Static strong-edge density in a corner above this is `logo`."""
+    """The largest compact static mark wholly inside one corner box (its edge pixels over the
+    box's pixels), minus the median corner's, above this is `logo`."""
+    logo_corner: float = 0.25
+    """A logo's corner box spans this fraction of the frame's width and height."""
     pip_min_area: float = 0.03
     """A static rectangle covering between this and `pip_max_area` of the frame is `pip`."""
     pip_max_area: float = 0.45
+    pip_window_s: float = 3.0
+    """An inset is also looked for in consecutive windows of this length (seconds) of a shot
+    at least twice as long: one that comes in or goes during the shot is static only there."""
+    pip_side_slack: float = 0.03
+    """An inset's vertical sides are looked for this far (fraction of the shorter side) around
+    the ends of its top and bottom edges, which stop short at a weak corner."""
     max_cut_frac: float = 0.2
     """A track whose face box touches the frame border on more frames than this is
     `incomplete_framing`."""
@@ -137,6 +146,9 @@ class FilterConfig:
         _check(self.max_people >= 1, "filters.max_people", "must be >= 1")
         _check(self.min_sharpness >= 0, "filters.min_sharpness", "must be >= 0")
         _check(0 < self.pip_min_area < self.pip_max_area < 1, "filters.pip_min_area", "< max")
+        _check(self.pip_window_s > 0, "filters.pip_window_s", "must be positive")
+        _check(0 <= self.pip_side_slack < 0.5, "filters.pip_side_slack", "must be in [0, 0.5)")
+        _check(0 < self.logo_corner <= 0.5, "filters.logo_corner", "must be in (0, 0.5]")
         _check(0 <= self.max_cut_frac <= 1, "filters.max_cut_frac", "must be in [0, 1]")
         _check(self.max_av_offset_frames >= 0, "filters.max_av_offset_frames", "must be >= 0")
 

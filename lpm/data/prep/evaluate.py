@@ -1,7 +1,8 @@
 """Scoring a prep run on Stage raw scenes against their ground truth (`truth.json`).
 
 Reports: shot-boundary recall/precision within a tolerance (frames), the verdict of every
-shot the truth drops (is it dropped, and for the right reason), frame-level
+shot the truth drops (is it dropped, and for the right reason), the reasons clean shots (the
+truth keeps them) were dropped for, frame-level
 speak/listen/idle accuracy of the written clips against the truth state of the person each
 clip shows (matched by face box), and where the wrong frames lie (`label_errors`).
 """
@@ -79,16 +80,17 @@ def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> di
     tb, pb = _boundaries(truth["shots"]), _boundaries(report["shots"])
     found = [b for b in tb if any(abs(b - p) <= tol for p in pb)]
     true_pos = [p for p in pb if any(abs(b - p) <= tol for b in tb)]
-    verdicts = []
+    verdicts, clean = [], []
     for s in truth["shots"]:
-        if s["verdict"] == "keep":
-            continue
         a, b = s["start_frame"], s["end_frame"]
         overlap = [
             (min(b, o["end_frame"]) - max(a, o["start_frame"]), o["verdict"])
             for o in report["shots"]
         ]
         ours = max(overlap)[1] if overlap else "missing"
+        if s["verdict"] == "keep":
+            clean.append(ours)
+            continue
         want = TRUTH_TO_REASON[s["verdict"]]
         verdicts.append(
             {
@@ -128,6 +130,7 @@ def score_scene(truth: dict, report: dict, clips_root: Path, tol: int = 2) -> di
         "cuts": len(pb),
         "cuts_true": len(true_pos),
         "drops": verdicts,
+        "clean": clean,
         "frames": right + wrong,
         "frames_right": right,
         "per_state": per_state,
@@ -163,6 +166,11 @@ def score_run(input_path: str | Path, out: str | Path, tol: int = 2) -> dict:
         by_kind.setdefault(d["truth"], [0, 0])
         by_kind[d["truth"]][0] += d["right_reason"]
         by_kind[d["truth"]][1] += 1
+    clean = [v for s in scenes for v in s["clean"]]
+    clean_dropped: dict[str, int] = {}
+    for v in clean:
+        if v != "keep":
+            clean_dropped[v] = clean_dropped.get(v, 0) + 1
     return {
         "scenes": len(scenes),
         "boundary_recall": round(
@@ -177,6 +185,8 @@ def score_run(input_path: str | Path, out: str | Path, tol: int = 2) -> dict:
         "drops_rejected": sum(d["dropped"] for d in drops),
         "drops_right_reason": sum(d["right_reason"] for d in drops),
         "drops_by_kind": by_kind,
+        "clean_shots": len(clean),
+        "clean_dropped": dict(sorted(clean_dropped.items(), key=lambda kv: (-kv[1], kv[0]))),
         "frames": frames,
         "label_accuracy": round(sum(s["frames_right"] for s in scenes) / max(1, frames), 4),
         "label_accuracy_by_state": per_state,

@@ -143,6 +143,7 @@ def op_filters(work: VideoWork, cfg: PrepConfig) -> None:
             src.audio is not None,
             cfg.filters,
             cfg.detect,
+            src.fps,
         )
         s.scores = scores
         if reason is not None:
@@ -166,7 +167,9 @@ def _short_shot_reason(work: VideoWork, s: ShotSpan, cfg: PrepConfig) -> str:
     """
     frames = work.source.frames[s.start : s.end]
     if s.length >= 6:
-        reason, _, _ = judge_shot(frames, work.tracks[s.index], True, cfg.filters, cfg.detect)
+        reason, _, _ = judge_shot(
+            frames, work.tracks[s.index], True, cfg.filters, cfg.detect, work.source.fps
+        )
         if reason in CONTENT_DEFECTS:
             return reason
     if (
