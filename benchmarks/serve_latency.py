@@ -1,7 +1,8 @@
 """`lpm serve` on loopback: reaction latency, delivered fps, concurrent real-time sessions, soak.
 
-Serves the lpm-nano-online architecture (random weights: speed equals trained weights) in this
-process and drives it with `lpm.serve.loadgen` users (real WebSocket clients on 127.0.0.1):
+Serves the shipped lpm-nano-online (or ``--model DIR``; ``--random-weights``: the same
+architecture untrained, which times the same) in this process and drives it with
+`lpm.serve.loadgen` users (real WebSocket clients on 127.0.0.1):
 
   latency      one session: first user audio -> first listening frame, agent audio -> first
                responding frame (client-measured), delivered fps
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -84,14 +86,16 @@ def main() -> None:
     from lpm.serve.server import BackgroundServer
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=int, default=64, help="frame side (pixels)")
+    parser.add_argument("--model", type=Path, default=None, help="online bundle (shipped)")
+    parser.add_argument("--random-weights", action="store_true", help="random lpm-nano-online")
+    parser.add_argument("--size", type=int, default=64, help="frame side (random weights)")
     parser.add_argument("--seconds", type=float, default=32.0, help="per latency/concurrency run")
     parser.add_argument("--max-sessions", type=int, default=4)
     parser.add_argument("--soak", type=float, default=0.0, help="soak seconds (0: skip)")
     parser.add_argument("--soak-sessions", type=int, default=4)
     args = parser.parse_args()
 
-    served = load_served_model(None, random_weights=True, size=args.size)
+    served = load_served_model(args.model, random_weights=args.random_weights, size=args.size)
     user, agent = voices()
     cfg = ServeConfig(port=0, max_sessions=max(args.max_sessions, args.soak_sessions))
     rows, soak_row = [], None

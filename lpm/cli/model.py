@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -108,6 +109,9 @@ def pack_online(
     out: Path = typer.Option(..., help="Online bundle directory to write."),
     name: str = typer.Option("lpm-nano-online", help="Name recorded in bundle.json."),
     rank: int = typer.Option(32, help="Rank of each matrix's stored delta from the base."),
+    refiner_timestep: float = typer.Option(
+        None, help="T2 the stream re-noises to before the refiner (default: the run's)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
     """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
@@ -125,6 +129,8 @@ def pack_online(
             refiner_timestep=data["refiner_timestep"],
             history_sigma=data["history_sigma"],
         )
+    if refiner_timestep is not None:
+        schedule = dataclasses.replace(schedule, refiner_timestep=refiner_timestep)
     try:
         reports = pack_online_bundle(base, backbone=backbone, refiner=refiner, out=out,
                                      schedule=schedule, name=name, rank=rank,

@@ -131,11 +131,12 @@ def test_pack_online_stores_students_as_deltas_sharing_the_base(vae_dir, tmp_pat
     result = CliRunner().invoke(app, ["model", "pack-online", "--base", str(base), "--backbone",
                                       str(tmp_path / "backbone"), "--refiner",
                                       str(tmp_path / "refiner"), "--out", str(out),
-                                      "--rank", "2"])  # fmt: skip
+                                      "--rank", "2", "--refiner-timestep", "300"])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "100.0% of the change kept" in result.output
     spec = json.loads((out / "bundle.json").read_text())
-    assert spec["paths"]["vae"] == "../nano/vae" and spec["online"]["refiner_timestep"] == 400.0
+    assert spec["paths"]["vae"] == "../nano/vae" and spec["online"]["refiner_timestep"] == 300.0
+    assert spec["online"]["history_sigma"] == 0.05  # from the refiner run's recipe.json
     size = lambda d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file())  # noqa: E731
     assert size(out) < 0.2 * size(base)
     # both bundles move together: relative paths only

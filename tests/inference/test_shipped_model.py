@@ -1,4 +1,5 @@
-"""The shipped lpm-nano: `lpm generate` with no arguments renders the demo; weights fit 25 MB."""
+"""The shipped lpm-nano and lpm-nano-online: `lpm generate [--online]` with no arguments renders
+the demo; all shipped weights fit 25 MB."""
 
 from __future__ import annotations
 
@@ -33,5 +34,30 @@ def test_generate_with_no_arguments_writes_the_demo(tmp_path, monkeypatch):
     frames, fps = read_video(tmp_path / "lpm.mp4")
     assert fps == 24 and frames.shape == (192, 64, 64, 3)
     # a trained model: a coloured character on its background, not grey noise or a still
+    assert frames.std() > 20
+    assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0.05
+
+
+def test_shipped_online_model_shares_the_base_encoders():
+    import json
+
+    online = shipped_bundle_path("lpm-nano-online")
+    spec = json.loads((online / "bundle.json").read_text())
+    assert spec["online"] is not None and (spec["height"], spec["width"]) == (64, 64)
+    for part in ("vae", "text_encoder", "audio_encoder"):  # stored once, in lpm-nano
+        assert (online / spec["paths"][part]).resolve() == shipped_bundle_path() / part
+    for role in ("transformer", "refiner"):  # low-rank deltas from lpm-nano's transformer
+        delta = json.loads((online / role / "delta.json").read_text())
+        assert (online / role / delta["base"]).resolve() == shipped_bundle_path() / "transformer"
+
+
+@pytest.mark.slow
+def test_generate_online_with_no_arguments_streams_the_demo(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["generate", "--online"])
+    assert res.exit_code == 0, res.output
+    assert "online" in res.output
+    frames, fps = read_video(tmp_path / "lpm.mp4")
+    assert fps == 24 and frames.shape[1:] == (64, 64, 3) and len(frames) >= 192
     assert frames.std() > 20
     assert np.abs(np.diff(frames.astype(np.float32), axis=0)).mean() > 0.05
