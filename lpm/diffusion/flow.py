@@ -127,7 +127,7 @@ def flow_matching_loss(
         v_pred: predicted velocity (B, C, F, H, W).
         x0: clean latents, same shape.
         noise: noise used to build x_t, same shape.
-        weight: optional (B,) or (B, F) non-negative weights.
+        weight: optional (B,) or (B, F) non-negative weights, or (B, 1, F, H, W) per position.
         mask: optional (B,) or (B, F) bool/0-1 mask of samples or frames that count.
         reduction: ``"mean"``: a scalar over all kept elements; ``"none"``: (B,) per-sample
             means over each sample's kept elements (0 where nothing is kept).
@@ -141,7 +141,8 @@ def flow_matching_loss(
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     err = (v_pred.float() - velocity_target(x0, noise).float()).square()
     if weight is not None:
-        err = err * expand_sigma(weight.float(), err)
+        w = weight.float()
+        err = err * (w.to(err.device) if w.ndim == err.ndim else expand_sigma(w, err))
     keep = torch.ones((), device=err.device) if mask is None else expand_sigma(mask.float(), err)
     keep = keep.expand_as(err)
     err = err * keep

@@ -39,6 +39,8 @@ class FlowProblem:
     """(B, F) bool: frames that carry a denoising target."""
     model_kwargs: dict[str, Any]
     """Keyword arguments for `LPMTransformer.forward` besides x and timestep."""
+    loss_weight: torch.Tensor | None = None
+    """(B, 1, F, h, w) per-position loss weight (`motion_weights`), or None."""
 
     @property
     def timestep(self) -> torch.Tensor:
@@ -129,7 +131,23 @@ def build_problem(
         "drop_audio": drop_audio.to(x0.device),
     }
     batch.flags.update(drop_text=drop_text, drop_audio=drop_audio, context_frames=n_ctx)
+    weight = motion_weights(x0, recipe.motion_weight) if recipe.motion_weight > 0 else None
     return FlowProblem(
         x0=x0, noise=noise, sigma=sigma, x_t=add_noise(x0, noise, sigma),
-        loss_mask=~context.to(x0.device), model_kwargs=kwargs,
+        loss_mask=~context.to(x0.device), model_kwargs=kwargs, loss_weight=weight,
     )  # fmt: skip
+
+
+def motion_weights(x0: torch.Tensor, strength: float) -> torch.Tensor:
+    """(B, 1, F, h, w) loss weights that favour latent positions which change over the clip.
+
+    The mouth of a speaking face is a few latent positions whose values move with the audio,
+    while background, clothes and hair hardly change; an unweighted loss spends nearly all of
+    its gradient on the static majority. The weight grows with each position's deviation from
+    its clip mean (averaged over channels, normalised to mean 1 per sample) and the whole map is
+    normalised to mean 1, so the overall loss scale is unchanged. ``strength`` 0 is uniform.
+    """
+    dev = (x0 - x0.mean(dim=2, keepdim=True)).abs().mean(dim=1, keepdim=True)
+    dev = dev / dev.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
+    weight = 1.0 + strength * dev.clamp(max=4.0)
+    return weight / weight.mean(dim=(2, 3, 4), keepdim=True)

@@ -127,6 +127,9 @@ class TrainRecipe:
     """Per-sample probability of dropping the text condition (classifier-free guidance)."""
     audio_drop_prob: float = 0.1
     """Per-sample probability of dropping both audio streams (classifier-free guidance)."""
+    motion_weight: float = 0.0
+    """Strength of the motion-weighted loss (`lpm.train.conditioning.motion_weights`): latent
+    positions that change over the clip (a speaking mouth) count more; 0 weighs all equally."""
     seed: int = 0
     """Seed of model init, data order and every per-sample random draw."""
     checkpoint_every: int = 500
@@ -160,7 +163,7 @@ class TrainRecipe:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas={self.betas} must be two values in [0, 1)")
         for name in ("weight_decay", "grad_clip", "warmup_steps", "checkpoint_every",
-                     "keep_checkpoints"):  # fmt: skip
+                     "keep_checkpoints", "motion_weight"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:

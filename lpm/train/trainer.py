@@ -225,8 +225,9 @@ class Trainer(StepLoop):
         with self._autocast():
             v_pred = self.model(problem.x_t, problem.timestep, **problem.model_kwargs)
         per_sample = flow_matching_loss(
-            v_pred, problem.x0, problem.noise, mask=problem.loss_mask, reduction="none"
-        )
+            v_pred, problem.x0, problem.noise, weight=problem.loss_weight,
+            mask=problem.loss_mask, reduction="none",
+        )  # fmt: skip
         loss = per_sample.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")

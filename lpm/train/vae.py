@@ -71,6 +71,16 @@ class VaeRecipe:
     only need to stay bounded, not Gaussian."""
     gradient_weight: float = 0.5
     """Weight of the image-gradient L1 term (keeps cartoon edges sharp)."""
+    motion_weight: float = 0.0
+    """Strength of the motion-weighted L1 (``nano``; `lpm.train.conditioning.motion_weights`):
+    pixels that change within the clip (a speaking mouth, blinks) count more than the static
+    background; 0 weighs all pixels equally."""
+    enc_blocks: int = 1
+    """Residual blocks per encoder stage of a new `NanoVAE`."""
+    decoder_blocks: int = 0
+    """Residual blocks after each upsampling stage of a new `NanoVAE`'s decoder."""
+    norm_groups: int = 0
+    """GroupNorm groups in a new `NanoVAE`'s residual blocks (0: none)."""
     stats_clips: int = 16
     """Clips used to measure the latent statistics."""
     seed: int = 0
@@ -87,6 +97,17 @@ class VaeRecipe:
                 raise ValueError(f"{name} must be >= 1")
         if min(self.image_steps, self.vae_steps, self.decoder_steps) < 0:
             raise ValueError("image_steps, vae_steps and decoder_steps must be >= 0")
+        if self.motion_weight < 0:
+            raise ValueError(f"motion_weight={self.motion_weight} must be >= 0")
+        self.nano_config()  # validates the architecture fields
+
+    def nano_config(self):
+        """The `NanoVAEConfig` of a new ``nano`` autoencoder (latent statistics still unit)."""
+        from lpm.models.vae.nano import NanoVAEConfig
+
+        decoder = LightDecoderConfig(stage_blocks=self.decoder_blocks, norm_groups=self.norm_groups)
+        return NanoVAEConfig(enc_blocks=self.enc_blocks, norm_groups=self.norm_groups,
+                             decoder=decoder)  # fmt: skip
 
 
 def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
@@ -128,16 +149,22 @@ def _image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> NanoVAE:
-    """Train the `NanoVAE` on Stage clips (L1 + image-gradient L1 + a small latent L2)."""
+    """Train the `NanoVAE` on Stage clips (L1, motion-weighted when ``recipe.motion_weight``,
+    + image-gradient L1 + a small latent L2)."""
+    from lpm.train.conditioning import motion_weights
+
     torch.manual_seed(recipe.seed)
-    vae = NanoVAE().train()
+    vae = NanoVAE(recipe.nano_config()).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100))
     for step in range(recipe.vae_steps):
         video = stage_batch(recipe, step)
         raw = vae.encode_raw(video)
         recon = trim_to_vae(vae.decode_raw(raw))
-        l1 = (recon - video).abs().mean()
+        err = (recon - video).abs()
+        if recipe.motion_weight > 0:
+            err = err * motion_weights(video, recipe.motion_weight)
+        l1 = err.mean()
         grad = _image_grad_l1(recon, video)
         reg = raw.pow(2).mean()
         loss = l1 + recipe.gradient_weight * grad + recipe.kl_weight * reg

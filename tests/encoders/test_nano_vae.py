@@ -58,3 +58,43 @@ def test_nano_recipe_learns_and_saves(tmp_path):
     assert metrics["vae_psnr"] > 10 and "light_psnr" not in metrics
     assert isinstance(load_vae(tmp_path / "vae"), NanoVAE)
     assert not (tmp_path / "light_decoder").exists()
+
+
+def test_deeper_normalised_variant_streams_exactly_and_round_trips(tmp_path):
+    from lpm.models.vae.light_decoder import LightDecoderConfig
+
+    torch.manual_seed(3)
+    cfg = NanoVAEConfig(enc_blocks=2, norm_groups=8,
+                        decoder=LightDecoderConfig(stage_blocks=1, norm_groups=8))  # fmt: skip
+    vae = NanoVAE(cfg).eval()
+    assert sum(p.numel() for p in vae.parameters()) > sum(p.numel() for p in NanoVAE().parameters())
+    z = torch.randn(1, 16, 5, 4, 4)
+    with torch.no_grad():
+        whole = vae.decode(z)
+    stream = vae.streaming_decoder()
+    parts = [stream.decode_chunk(z[:, :, a:b]) for a, b in ((0, 2), (2, 5))]
+    torch.testing.assert_close(torch.cat(parts, 2), whole, atol=1e-5, rtol=0)
+    vae.save(tmp_path / "vae")
+    again = load_vae(tmp_path / "vae")
+    assert again.config.enc_blocks == 2 and again.config.decoder.stage_blocks == 1
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(again.decode(again.encode(video)), vae.decode(vae.encode(video)))
+    with pytest.raises(ValueError, match="norm_groups"):
+        NanoVAEConfig(norm_groups=5)
+    with pytest.raises(ValueError, match="enc_blocks"):
+        NanoVAEConfig(enc_blocks=0)
+
+
+def test_nano_recipe_motion_weight_and_architecture_fields():
+    recipe = VaeRecipe(size=32, frames=5, batch_size=1, vae_steps=2, motion_weight=3.0,
+                       enc_blocks=2, decoder_blocks=1, norm_groups=8)  # fmt: skip
+    from lpm.train.vae import train_nano_vae
+
+    seen = []
+    vae = train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
+    assert len(seen) == 2 and vae.config.norm_groups == 8 and vae.config.enc_blocks == 2
+    with pytest.raises(ValueError, match="motion_weight"):
+        VaeRecipe(motion_weight=-1.0)
+    with pytest.raises(ValueError, match="norm_groups"):
+        VaeRecipe(norm_groups=7)

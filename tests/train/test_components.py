@@ -186,3 +186,38 @@ def test_activation_checkpointing_keeps_names_and_gradients():
         grads.append([p.grad for p in model.parameters()])
     for a, b in zip(*grads, strict=True):
         assert (a is None and b is None) or torch.equal(a, b)
+
+
+def test_motion_weights_favour_moving_positions_and_keep_the_loss_scale():
+    from lpm.diffusion import flow_matching_loss
+    from lpm.train.conditioning import motion_weights
+
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 1, 6, 6, generator=g).expand(2, 4, 5, 6, 6).clone()  # static clip
+    x0[:, :, :, 2, 3] += torch.randn(2, 4, 5, generator=g)  # one moving "mouth" position
+    w = motion_weights(x0, 3.0)
+    assert w.shape == (2, 1, 5, 6, 6)
+    torch.testing.assert_close(w.mean(dim=(2, 3, 4)), torch.ones(2, 1))
+    assert (w[:, :, :, 2, 3].mean() > 3 * w[:, :, :, 0, 0].mean()).item()
+    uniform = motion_weights(torch.randn(1, 4, 1, 3, 3).expand(1, 4, 3, 3, 3), 3.0)
+    torch.testing.assert_close(uniform, torch.ones_like(uniform), atol=1e-3, rtol=0)
+    # The per-position weight multiplies the squared error where it applies.
+    v = torch.zeros_like(x0)
+    noise = torch.zeros_like(x0)
+    err = (x0 * 1.0).square()  # velocity target is noise - x0 = -x0
+    expected = (err * w).mean(dim=(1, 2, 3, 4))
+    got = flow_matching_loss(v, x0, noise, weight=w, reduction="none")
+    torch.testing.assert_close(got, expected)
+
+
+def test_motion_weight_recipe_field_reaches_the_problem():
+    from lpm.train.conditioning import motion_weights
+
+    data = SyntheticDataset(tiny().model_config(), size=4, latent_shape=(6, 4, 4), seed=0)
+    batch = collate([data[i] for i in range(4)])
+    speak = tiny().stages[0]
+    assert build_problem(batch, tiny(), speak, step=0).loss_weight is None
+    p = build_problem(batch, tiny("motion_weight=2"), speak, step=0)
+    torch.testing.assert_close(p.loss_weight, motion_weights(p.x0, 2.0))
+    with pytest.raises(ValueError, match="motion_weight"):
+        tiny("motion_weight=-1")

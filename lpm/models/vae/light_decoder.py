@@ -45,6 +45,10 @@ class LightDecoderConfig:
     """Frames per latent frame (Wan: 4)."""
     out_channels: int = 3
     """Output channels (RGB)."""
+    stage_blocks: int = 0
+    """Residual blocks after each upsampling stage (0: one convolution per stage)."""
+    norm_groups: int = 0
+    """GroupNorm groups inside the residual blocks (0: no normalisation)."""
 
     def __post_init__(self) -> None:
         if self.z_dim < 1:
@@ -57,16 +61,25 @@ class LightDecoderConfig:
             raise ValueError(f"temporal_upsample must be >= 1, got {self.temporal_upsample}")
         if self.out_channels < 1:
             raise ValueError(f"out_channels must be >= 1, got {self.out_channels}")
+        if self.stage_blocks < 0:
+            raise ValueError(f"stage_blocks must be >= 0, got {self.stage_blocks}")
+        widths = (self.frame_dim, *self.stage_dims)
+        if self.norm_groups < 0 or (self.norm_groups and any(w % self.norm_groups for w in widths)):
+            raise ValueError(f"norm_groups={self.norm_groups} must be 0 or divide {widths}")
 
 
 class _ResBlock2d(nn.Module):
-    def __init__(self, dim: int) -> None:
+    """Two 3x3 convolutions with a skip; GroupNorm before each activation when ``groups``."""
+
+    def __init__(self, dim: int, groups: int = 0) -> None:
         super().__init__()
+        self.norm1 = nn.GroupNorm(groups, dim) if groups else nn.Identity()
         self.conv1 = nn.Conv2d(dim, dim, 3, padding=1)
+        self.norm2 = nn.GroupNorm(groups, dim) if groups else nn.Identity()
         self.conv2 = nn.Conv2d(dim, dim, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+        return x + self.conv2(F.silu(self.norm2(self.conv1(F.silu(self.norm1(x))))))
 
 
 class LightDecoder(nn.Module):
@@ -78,13 +91,17 @@ class LightDecoder(nn.Module):
         r = cfg.temporal_upsample
         # Kernel (2, 3, 3) over (latent time, h, w): causal in time, sees the previous latent.
         self.time_conv = nn.Conv3d(cfg.z_dim, cfg.frame_dim * r, kernel_size=(2, 3, 3))
-        self.res_in = _ResBlock2d(cfg.frame_dim)
+        self.res_in = _ResBlock2d(cfg.frame_dim, cfg.norm_groups)
         stages = []
         in_dim = cfg.frame_dim
         for dim in cfg.stage_dims:
             stages.append(nn.Conv2d(in_dim, dim, 3, padding=1))
             in_dim = dim
         self.stages = nn.ModuleList(stages)
+        self.stage_res = nn.ModuleList(
+            nn.Sequential(*(_ResBlock2d(dim, cfg.norm_groups) for _ in range(cfg.stage_blocks)))
+            for dim in cfg.stage_dims
+        )
         self.conv_out = nn.Conv2d(in_dim, cfg.out_channels, 3, padding=1)
 
     def forward(
@@ -111,8 +128,8 @@ class LightDecoder(nn.Module):
         x = x.view(b, r, cfg.frame_dim, f, h, w).permute(0, 3, 1, 2, 4, 5)
         x = x.reshape(b * f * r, cfg.frame_dim, h, w)
         x = self.res_in(x)
-        for conv in self.stages:
-            x = conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest"))
+        for conv, res in zip(self.stages, self.stage_res, strict=True):
+            x = res(conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest")))
         x = torch.tanh(self.conv_out(F.silu(x)))  # (B*F*r, 3, 8h, 8w)
         x = x.view(b, f * r, cfg.out_channels, 8 * h, 8 * w)
         return x.permute(0, 2, 1, 3, 4).contiguous()

@@ -37,6 +37,10 @@ class NanoVAEConfig:
     z_dim: int = 16
     enc_dims: tuple[int, int, int] = (48, 96, 128)
     """Channels of the three stride-2 encoder stages."""
+    enc_blocks: int = 1
+    """Residual blocks per encoder stage."""
+    norm_groups: int = 0
+    """GroupNorm groups in the encoder's residual blocks (0: none; the decoder has its own)."""
     decoder: LightDecoderConfig = field(default_factory=LightDecoderConfig)
     latents_mean: tuple[float, ...] = (0.0,) * 16
     latents_std: tuple[float, ...] = (1.0,) * 16
@@ -50,6 +54,12 @@ class NanoVAEConfig:
         self.latents_mean, self.latents_std = tuple(self.latents_mean), tuple(self.latents_std)
         if len(self.enc_dims) != 3 or min(self.enc_dims) < 1:
             raise ValueError(f"enc_dims must be 3 positive widths, got {self.enc_dims}")
+        if self.enc_blocks < 1:
+            raise ValueError(f"enc_blocks must be >= 1, got {self.enc_blocks}")
+        if self.norm_groups < 0 or (
+            self.norm_groups and any(d % self.norm_groups for d in self.enc_dims)
+        ):
+            raise ValueError(f"norm_groups={self.norm_groups} must be 0 or divide {self.enc_dims}")
         if self.decoder.z_dim != self.z_dim:
             raise ValueError("decoder.z_dim must equal z_dim")
         if len(self.latents_mean) != self.z_dim or len(self.latents_std) != self.z_dim:
@@ -69,13 +79,18 @@ class NanoEncoder(nn.Module):
         self.down = nn.ModuleList(
             [nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in ((d0, d0), (d0, d1), (d1, d2))]
         )
-        self.res = nn.ModuleList([_ResBlock2d(d0), _ResBlock2d(d1), _ResBlock2d(d2)])
+        g = cfg.norm_groups
+        self.res = nn.ModuleList([_ResBlock2d(d, g) for d in (d0, d1, d2)])
+        self.res_extra = nn.ModuleList(
+            nn.Sequential(*(_ResBlock2d(d, g) for _ in range(cfg.enc_blocks - 1)))
+            for d in (d0, d1, d2)
+        )
         self.conv_out = nn.Conv2d(d2, cfg.z_dim, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
-        for down, res in zip(self.down, self.res, strict=True):
-            x = res(down(F.silu(x)))
+        for down, res, extra in zip(self.down, self.res, self.res_extra, strict=True):
+            x = extra(res(down(F.silu(x))))
         return self.conv_out(F.silu(x))
 
 
