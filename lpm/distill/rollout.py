@@ -29,6 +29,7 @@ import torch
 
 from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
 from lpm.models.dit.model import LPMTransformer, References
+from lpm.parallel.parallelize import unsharded
 
 
 @dataclass
@@ -104,7 +105,8 @@ def teacher_forced(
     kind = "noisy" if history_sigma > 0 else "clean"
     cache = model.new_cache(history=kind, history_sigma=history_sigma)
     if references is not None:
-        model.cache_references(references, cache)
+        with unsharded(model):
+            model.cache_references(references, cache)
     preds = []
     for c, (cond, x, sigma) in enumerate(zip(conditions, inputs, sigmas, strict=True)):
         t = torch.full((x.shape[0],), 1000.0 * sigma, device=x.device)

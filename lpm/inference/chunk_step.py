@@ -21,6 +21,7 @@ import torch
 from lpm.diffusion import renoise
 from lpm.models.common.kv_cache import StreamingKVCache
 from lpm.models.dit.model import LPMTransformer, References
+from lpm.parallel.parallelize import unsharded
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -150,9 +151,11 @@ class ChunkStepper:
         )
         self.refiner_cache = refiner.new_cache(history="clean") if refiner is not None else None
         if references is not None:
-            backbone.cache_references(references, self.backbone_cache)
+            with unsharded(backbone):  # a no-op unless FSDP2-sharded (distillation rollouts)
+                backbone.cache_references(references, self.backbone_cache)
             if refiner is not None:
-                refiner.cache_references(references, self.refiner_cache)
+                with unsharded(refiner):
+                    refiner.cache_references(references, self.refiner_cache)
         self.chunks = 0
 
     def noise(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from lpm.parallel.parallelize import (
     apply_compile,
     apply_fsdp,
     parallelize,
+    unsharded,
 )
 
 __all__ = [
@@ -34,4 +35,5 @@ __all__ = [
     "launched_by_torchrun",
     "parallelize",
     "teardown_distributed",
+    "unsharded",
 ]

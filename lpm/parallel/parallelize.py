@@ -9,8 +9,10 @@ module), and FSDP2 only swaps parameters for sharded DTensors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -143,3 +145,28 @@ def parallelize(
         apply_fsdp(model, mixed_precision=mixed_precision)
         log.info("FSDP2 over %d ranks, mixed_precision=%s", dist.get_world_size(), mixed_precision)
     return model
+
+
+@contextlib.contextmanager
+def unsharded(module: nn.Module) -> Iterator[nn.Module]:
+    """Gather an FSDP2 module's own parameters for code that uses them outside ``forward``.
+
+    FSDP2 keeps a sharded module's parameters as DTensor shards between forwards and gathers
+    them in its forward hooks; a method such as `LPMTransformer.cache_references` that uses the
+    root's own layers (patch and time embeddings) and then calls the blocks directly would mix
+    shards with plain tensors. Inside this context the root's parameters are whole; the blocks
+    still gather their own in their forward hooks. The root's FSDP state is initialised first,
+    as a forward through the root would, so the blocks are not mistaken for roots. Any other
+    module passes through unchanged.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(module, FSDPModule):
+        yield module
+        return
+    module._get_fsdp_state()._lazy_init()  # what the root's first forward does
+    module.unshard()
+    try:
+        yield module
+    finally:
+        module.reshard()
