@@ -21,10 +21,12 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lpm.bench.backends import Backend, iter_video, read_all
+from lpm.bench.case import CaseSpec
 from lpm.bench.materialize import CaseInputs, materialize
 from lpm.bench.metrics import motion_stats
 from lpm.bench.scoring import (
@@ -35,6 +37,9 @@ from lpm.bench.scoring import (
     truth_readings,
 )
 from lpm.bench.suites import load_suite
+
+if TYPE_CHECKING:
+    from lpm.inference import ScriptSegment
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +122,24 @@ def _git_revision() -> str:
         return "unknown"
 
 
+def case_script(case: CaseSpec) -> list[ScriptSegment]:
+    """The timed text prompts of a case (`ScriptSegment`s), cut at its end."""
+    from lpm.inference import ScriptSegment
+
+    return [
+        ScriptSegment(start=i.start_s, end=min(i.end_s, case.duration_s), text=i.text)
+        for i in case.instructions
+        if i.start_s < case.duration_s
+    ]
+
+
 def _generate(
     pipeline, inputs: CaseInputs, path: Path, seed: int, steps: int | None, online: bool = False
 ) -> None:
     """Generate one case offline (``pipeline``: a `Pipeline`) or streamed (a `ModelBundle`)."""
     from lpm.config import BODY_VIEWS
     from lpm.data.stage.schema import EXPRESSIONS
-    from lpm.inference import ReferenceImage, ScriptSegment
+    from lpm.inference import ReferenceImage
 
     case = inputs.case
     refs = [
@@ -137,11 +153,7 @@ def _generate(
         for r, img in inputs.references
         if r.kind in ("body", "expression")
     ]
-    script = [
-        ScriptSegment(start=i.start_s, end=min(i.end_s, case.duration_s), text=i.text)
-        for i in case.instructions
-        if i.start_s < case.duration_s
-    ]
+    script = case_script(case)
     if online:
         from lpm.inference.streaming import generate_online
 

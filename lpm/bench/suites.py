@@ -26,7 +26,7 @@ from lpm.bench.case import (
     read_structured,
 )
 from lpm.data.stage.character import Character, make_character
-from lpm.data.stage.schema import EXPRESSIONS, HELDOUT_SEEDS, VIEWS
+from lpm.data.stage.schema import EXPRESSIONS, HELDOUT_SEEDS, TRAIN_SEEDS, VIEWS
 
 SUITE_FORMAT = "lpm-bench-suite/1"
 """Version tag of the suite file format."""
@@ -142,10 +142,12 @@ def stage_case(
     duration_scale: float = 1.0,
     size: int = 128,
     prefix: str = "",
+    identities: range = HELDOUT_SEEDS,
 ) -> CaseSpec:
-    """The deterministic case `index` of a Stage suite (held-out identities only)."""
+    """The deterministic case `index` of a Stage suite, with identities drawn from
+    `identities` (the held-out seeds for every evaluation suite)."""
     rng = np.random.default_rng(np.random.SeedSequence([int(suite_seed), int(index), 0xBE4C]))
-    pick = lambda: int(HELDOUT_SEEDS.start + rng.integers(len(HELDOUT_SEEDS)))
+    pick = lambda: int(identities.start + rng.integers(len(identities)))
     performer = pick()
     if subset == "character-generalization":  # the most unusual of a few candidates
         performer = max((pick() for _ in range(8)), key=lambda s: _rarity(make_character(s)))
@@ -254,8 +256,29 @@ def stage_heldout(*, duration_scale: float = 1.0, size: int = 64, seed: int = 11
     )  # fmt: skip
 
 
+DPO_SUBSETS: tuple[str, ...] = ("speaking", "listening", "conversation", "diverse-motion")
+"""Subsets `stage-dpo` cycles through, so any prefix of it (``--limit``) mixes them."""
+
+
+def stage_dpo(*, duration_scale: float = 1.0, size: int = 64, seed: int = 23) -> Suite:
+    """96 Stage cases of 2 s on *training* identities: the conditions that DPO post-training
+    generates candidates for (`lpm dpo candidates`). Never an evaluation suite: its identities
+    are those the model trained on, so held-out suites stay untouched by preference tuning."""
+    if duration_scale <= 0:
+        raise ValueError(f"duration_scale must be positive, got {duration_scale}")
+    cases = []
+    for i in range(96):
+        subset = DPO_SUBSETS[i % len(DPO_SUBSETS)]
+        case = stage_case(seed, i, subset, size=size, identities=TRAIN_SEEDS, prefix="dpo-")
+        cases.append(_with_duration(case, 2.0 * duration_scale))
+    return Suite(
+        name="stage-dpo", cases=tuple(cases),
+        description="96 Stage cases on training identities (DPO candidates), 2 s each",
+    )  # fmt: skip
+
+
 BUILTIN_SUITES = {"stage-1000": stage_1000, "stage-mini": stage_mini,
-                  "stage-heldout": stage_heldout}  # fmt: skip
+                  "stage-heldout": stage_heldout, "stage-dpo": stage_dpo}  # fmt: skip
 
 
 def load_suite(name_or_path: str | Path, *, duration_scale: float = 1.0) -> Suite:

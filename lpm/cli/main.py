@@ -10,6 +10,7 @@ import typer
 
 from lpm.cli import bench, convert, data, model
 from lpm.cli import distill as distill_cli
+from lpm.cli import dpo as dpo_cli
 from lpm.cli.generate import generate
 from lpm.cli.serve import serve
 from lpm.cli.train import train
@@ -27,6 +28,7 @@ app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")
 app.add_typer(bench.app, name="bench")
 app.add_typer(distill_cli.app, name="distill")
+app.add_typer(dpo_cli.app, name="dpo")
 app.command("train")(train)
 app.command("train-vae")(train_vae)
 app.command("generate")(generate)

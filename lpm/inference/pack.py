@@ -176,3 +176,36 @@ def pack_online_bundle(
                                            base_ref=ref)  # fmt: skip
             reports[role] = dataclasses.asdict(report)
     return reports
+
+
+def pack_finetuned(
+    base: str | Path,
+    *,
+    checkpoint: str | Path,
+    out: str | Path,
+    name: str | None = None,
+    half: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``base`` as a new bundle at ``out`` with its transformer replaced by a fine-tuned
+    one (a run directory or checkpoint of the same architecture; EMA weights preferred), e.g.
+    after DPO post-training. Everything else (encoders, decoders, sampling defaults) is kept.
+
+    Raises:
+        FileNotFoundError: a missing base bundle or checkpoint.
+        ValueError: a checkpoint whose model config differs from the base transformer's.
+    """
+    import dataclasses
+
+    from lpm.models.dit.checkpoint import load_lpm_checkpoint
+
+    bundle = ModelBundle.load(base)
+    model = load_lpm_checkpoint(resolve_checkpoint(checkpoint), dtype=torch.float32)
+    if model.cfg.to_dict() != bundle.cfg.to_dict():
+        raise ValueError(
+            f"{checkpoint} holds a {model.cfg.name!r} model that differs from the transformer of "
+            f"{base}; fine-tune from that bundle or pack with `lpm model pack`"
+        )
+    bundle.transformer = model
+    bundle.spec = dataclasses.replace(bundle.spec, name=name or f"{bundle.spec.name}-dpo")
+    return bundle.save(out, overwrite=overwrite, half=half)

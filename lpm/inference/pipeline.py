@@ -127,6 +127,32 @@ def plan_segments(total: int, segment: int, context: int, blend: int) -> list[Se
     return plans
 
 
+@dataclass(kw_only=True)
+class PreparedVideo:
+    """The encoded inputs of one video, shared by every seed sampled from them."""
+
+    speak: np.ndarray
+    """(N,) speak audio at the bundle's sample rate, cut or padded to the video's length."""
+    listen: np.ndarray
+    """(N,) listen audio, likewise."""
+    audio_features: dict[str, torch.Tensor]
+    """``speak`` / ``listen`` -> (1, T, audio_dim) features, one token per video frame."""
+    first: torch.Tensor
+    """(1, C, 1, h, w) latent of the character image (first frame and global reference)."""
+    extra: list[tuple[str, int, torch.Tensor]]
+    """(kind, subtype, (1, C, 1, h, w) latent) of each body-view / expression reference."""
+    prompts: dict[int, str]
+    """Segment index -> its text prompt."""
+    text: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    """Prompt -> ((1, Lt, text_dim) features, (1, Lt) mask)."""
+    plans: list[SegmentPlan]
+    """The segments that cover the video."""
+    n_latents: int
+    """Latent frames of the video."""
+    n_frames: int
+    """Video frames (n_latents * temporal compression)."""
+
+
 class Pipeline:
     """Offline generation with a `ModelBundle`; `lpm generate` is a thin layer over it."""
 
@@ -200,9 +226,30 @@ class Pipeline:
         sample rate; missing streams are silence. ``seconds`` cuts or loops the audio; without
         it the longer audio sets the length.
         """
+        prepared = self.prepare(
+            image, speak_audio=speak_audio, listen_audio=listen_audio, script=script,
+            references=references, seconds=seconds,
+        )  # fmt: skip
+        latents = self.sample_latents(
+            prepared, seed=seed, steps=steps, text_scale=text_scale, audio_scale=audio_scale,
+            shift=shift, solver=solver, progress=progress,
+        )  # fmt: skip
+        return self.video(prepared, latents)
+
+    @torch.no_grad()
+    def prepare(
+        self,
+        image: np.ndarray,
+        *,
+        speak_audio=None,
+        listen_audio=None,
+        script: Sequence[ScriptSegment] = (),
+        references: Sequence[ReferenceImage] = (),
+        seconds: float | None = None,
+    ) -> PreparedVideo:
+        """Encode the inputs of one video (arguments as in `generate`) once, so that several
+        seeds can be sampled from them (`sample_latents`)."""
         spec, cfg = self.bundle.spec, self.bundle.cfg
-        defaults = spec.sampling
-        steps = steps or defaults.steps
         speak = self._audio(speak_audio, seconds)
         listen = self._audio(listen_audio, seconds)
         if seconds is None:
@@ -220,47 +267,81 @@ class Pipeline:
         n_samples = round(n_frames * spec.sample_rate / cfg.fps)
         speak = _fit(speak, n_samples)
         listen = _fit(listen, n_samples)
-
         feats = {}
         for name, wave in (("speak", speak), ("listen", listen)):
             tensor = torch.from_numpy(wave).to(self.device)[None]
             feats[name] = self.bundle.audio_encoder(tensor, n_frames).float()  # (1, T, D)
-        first = self._latent_image(image)
-        extra = [(r.kind, r.subtype, self._latent_image(r.image)) for r in references]
         prompts = _prompts_per_segment(script, n_latents, spec, cfg)
-        text = self._prompt_features([p for p in prompts.values()] or [""])
-
-        plans = plan_segments(
-            n_latents, spec.segment_latents, spec.context_latents, spec.blend_latents
+        return PreparedVideo(
+            speak=speak,
+            listen=listen,
+            audio_features=feats,
+            first=self._latent_image(image),
+            extra=[(r.kind, r.subtype, self._latent_image(r.image)) for r in references],
+            prompts=prompts,
+            text=self._prompt_features([p for p in prompts.values()] or [""]),
+            plans=plan_segments(
+                n_latents, spec.segment_latents, spec.context_latents, spec.blend_latents
+            ),
+            n_latents=n_latents,
+            n_frames=n_frames,
         )
+
+    def segment_conditions(
+        self, prepared: PreparedVideo, index: int, latents: torch.Tensor | None = None
+    ) -> SegmentConditions:
+        """The conditions of segment ``index``; ``latents`` (1, C, F, h, w) holds the video made
+        so far (needed from segment 1 on: its context comes from the previous segment)."""
+        cfg, plan = self.bundle.cfg, prepared.plans[index]
+        span = cfg.temporal_compression
+        first = prepared.first
+        refs = _references(first if index == 0 else None, first, prepared.extra)
+        prompt = prepared.prompts.get(index, "")
+        back = max(cfg.speak_window[0], cfg.listen_window[0])
+        fwd = max(cfg.speak_window[1], cfg.listen_window[1])
+        a0 = max(0, plan.start * span - back)
+        a1 = min(prepared.n_frames, (plan.start + plan.length) * span + fwd)
+        if plan.context and latents is None:
+            raise ValueError(f"segment {index} continues the video: pass the latents made so far")
+        return SegmentConditions(
+            text=prepared.text[prompt][0],
+            text_mask=prepared.text[prompt][1],
+            speak_audio=prepared.audio_features["speak"][:, a0:a1],
+            listen_audio=prepared.audio_features["listen"][:, a0:a1],
+            audio_offset=a0 - plan.start * span,
+            references=refs,
+            context=latents[:, :, plan.start : plan.start + plan.context] if plan.context else None,
+        )
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        prepared: PreparedVideo,
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        text_scale: float | None = None,
+        audio_scale: float | None = None,
+        shift: float | None = None,
+        solver: str | None = None,
+        progress: ProgressFn | None = None,
+    ) -> torch.Tensor:
+        """Denoise every segment of a prepared video; returns its (1, C, F, h, w) latents."""
+        cfg, defaults = self.bundle.cfg, self.bundle.spec.sampling
+        steps = steps or defaults.steps
+        plans = prepared.plans
         total_steps = steps * len(plans)
-        latents = torch.zeros(1, cfg.out_channels, n_latents, *first.shape[3:], device=self.device)
+        grid = prepared.first.shape[3:]
+        latents = torch.zeros(1, cfg.out_channels, prepared.n_latents, *grid, device=self.device)
         for i, plan in enumerate(plans):
-            refs = _references(first if i == 0 else None, first, extra)
-            prompt = prompts.get(i, "")
-            back = max(cfg.speak_window[0], cfg.listen_window[0])
-            fwd = max(cfg.speak_window[1], cfg.listen_window[1])
-            a0 = max(0, plan.start * span - back)
-            a1 = min(n_frames, (plan.start + plan.length) * span + fwd)
-            cond = SegmentConditions(
-                text=text[prompt][0],
-                text_mask=text[prompt][1],
-                speak_audio=feats["speak"][:, a0:a1],
-                listen_audio=feats["listen"][:, a0:a1],
-                audio_offset=a0 - plan.start * span,
-                references=refs,
-                context=latents[:, :, plan.start : plan.start + plan.context]
-                if plan.context
-                else None,
-            )
             model_fn = guided_velocity(
                 self.bundle.transformer,
-                cond,
+                self.segment_conditions(prepared, i, latents),
                 text_scale=defaults.text_scale if text_scale is None else text_scale,
                 audio_scale=defaults.audio_scale if audio_scale is None else audio_scale,
             )
             gen = torch.Generator(device="cpu").manual_seed(seed * 1000003 + i)
-            noise = torch.randn((1, cfg.out_channels, plan.length, *first.shape[3:]), generator=gen)
+            noise = torch.randn((1, cfg.out_channels, plan.length, *grid), generator=gen)
             sigmas = flow_sigmas(steps, shift=shift or defaults.shift)
 
             def callback(step, _n, _x, _x0, offset=i * steps):
@@ -275,17 +356,22 @@ class Pipeline:
                 callback=callback,
             )
             _place(latents, out, plan)
-        frames = self._decode(latents)
-        mix = np.clip(speak + listen, -1.0, 1.0).astype(np.float32)
+        return latents
+
+    def video(self, prepared: PreparedVideo, latents: torch.Tensor) -> GeneratedVideo:
+        """Decode ``latents`` (1, C, F, h, w) of a prepared video, with its mixed audio."""
+        mix = np.clip(prepared.speak + prepared.listen, -1.0, 1.0).astype(np.float32)
         return GeneratedVideo(
-            frames=frames,
-            fps=cfg.fps,
+            frames=self.decode(latents),
+            fps=self.bundle.cfg.fps,
             audio=mix,
-            sample_rate=spec.sample_rate,
+            sample_rate=self.bundle.spec.sample_rate,
             latents=latents.cpu(),
         )
 
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(T, H, W, 3) uint8 frames of (1, C, F, h, w) latents; T = F * temporal compression."""
         span = self.bundle.cfg.temporal_compression
         if self.bundle.spec.decoder == "light":
             video = self.bundle.light_decoder(latents)

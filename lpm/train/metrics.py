@@ -43,8 +43,19 @@ class MetricsLog:
         tmp.replace(self.path)
 
 
-def plot_metrics(run_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
-    """Write ``loss.png`` and ``lr.png`` next to the metrics; returns the written files."""
+PlotSeries = tuple[str, str, str, bool]
+"""(metrics key, y-axis label, file name, log scale) of one plot."""
+DEFAULT_SERIES: tuple[PlotSeries, ...] = (
+    ("loss", "flow-matching loss", "loss.png", True),
+    ("lr", "learning rate", "lr.png", False),
+)
+
+
+def plot_metrics(
+    run_dir: Path, records: list[dict[str, Any]], series: tuple[PlotSeries, ...] = DEFAULT_SERIES
+) -> list[Path]:
+    """Write one plot per ``series`` (default ``loss.png`` and ``lr.png``) next to the metrics;
+    returns the written files."""
     if not records:
         return []
     import matplotlib
@@ -54,8 +65,7 @@ def plot_metrics(run_dir: Path, records: list[dict[str, Any]]) -> list[Path]:
 
     steps = [r["step"] for r in records]
     written = []
-    for key, ylabel, fname, logy in (("loss", "flow-matching loss", "loss.png", True),
-                                     ("lr", "learning rate", "lr.png", False)):  # fmt: skip
+    for key, ylabel, fname, logy in series:
         fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
         ax.plot(steps, [r[key] for r in records], lw=1)
         ax.set_xlabel("step")

@@ -33,7 +33,7 @@ from lpm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoin
 from lpm.train.conditioning import build_problem
 from lpm.train.determinism import seed_everything, set_deterministic
 from lpm.train.ema import EMA
-from lpm.train.metrics import MetricsLog, git_revision, plot_metrics
+from lpm.train.metrics import DEFAULT_SERIES, MetricsLog, git_revision, plot_metrics
 from lpm.train.recipes import TrainRecipe
 from lpm.train.schedule import build_optimizer
 
@@ -75,7 +75,9 @@ class StepLoop:
 
     A subclass sets ``recipe`` (``name``, ``total_steps``, ``log_every``, ``checkpoint_every``),
     ``dist``, ``progress``, ``run_dir``, ``metrics`` and ``step``, and implements `train_step`
-    (one optimiser step, returning its metrics record with ``loss`` and ``stage``) and `save`.
+    (one optimiser step, returning its metrics record with ``loss`` and ``stage``); `save`
+    checkpoints ``model``, ``optimizer``, ``ema``, ``scheduler`` and ``sampler`` unless
+    overridden.
     """
 
     recipe: Any
@@ -87,12 +89,37 @@ class StepLoop:
 
     #: Plots are redrawn with a checkpoint at most this often (seconds), and always at the end.
     plot_interval_s = 60.0
+    #: The metrics plotted by `save` (`lpm.train.metrics.plot_metrics`).
+    plot_series = DEFAULT_SERIES
 
     def train_step(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def save(self, *, plot: bool = True) -> Path:
-        raise NotImplementedError
+        """Checkpoint the current step (collective); redraw the plots if ``plot``.
+
+        Saves ``model`` (its config ``cfg``), ``optimizer``, ``ema``, ``scheduler`` and
+        ``sampler``; a loop with more state overrides this.
+        """
+        state = TrainerState(
+            step=self.step, sampler=self.sampler.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            ema_updates=self.ema.updates if self.ema is not None else 0,
+            world_size=self.dist.world_size,
+        )  # fmt: skip
+        path = save_checkpoint(
+            self.run_dir, step=self.step, cfg=self.cfg, model=self.model, optimizer=self.optimizer,
+            ema=self.ema, state=state, dist_info=self.dist, keep=self.recipe.keep_checkpoints,
+        )  # fmt: skip
+        if self.dist.is_main and plot:
+            plot_metrics(self.run_dir, self.metrics.read(), series=self.plot_series)
+        return path
+
+    def _autocast(self):
+        """bf16 autocast when ``bf16`` is set (CUDA), else nothing."""
+        if self.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def run_info(self) -> dict[str, Any]:
         """Extra fields written into run.json."""
@@ -207,13 +234,7 @@ class Trainer(StepLoop):
         self.step = 0
         self._prepare_run_dir(resume)
 
-    # ---- set-up ----------------------------------------------------------------------------
     # ---- one step ----------------------------------------------------------------------------
-    def _autocast(self):
-        if self.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def train_step(self) -> dict[str, Any]:
         """Run optimiser step ``self.step`` and return its metrics (loss averaged over ranks)."""
         recipe, step = self.recipe, self.step
@@ -246,20 +267,3 @@ class Trainer(StepLoop):
             "grad_norm": float(grad_norm), "lr": lr,
             "samples": self.step * recipe.batch_size,
         }  # fmt: skip
-
-    # ---- checkpoints ------------------------------------------------------------------------
-    def save(self, *, plot: bool = True) -> Path:
-        """Checkpoint the current step (collective); redraw the plots if ``plot``."""
-        state = TrainerState(
-            step=self.step, sampler=self.sampler.state_dict(),
-            scheduler=self.scheduler.state_dict(),
-            ema_updates=self.ema.updates if self.ema is not None else 0,
-            world_size=self.dist.world_size,
-        )  # fmt: skip
-        path = save_checkpoint(
-            self.run_dir, step=self.step, cfg=self.cfg, model=self.model, optimizer=self.optimizer,
-            ema=self.ema, state=state, dist_info=self.dist, keep=self.recipe.keep_checkpoints,
-        )  # fmt: skip
-        if self.dist.is_main and plot:
-            plot_metrics(self.run_dir, self.metrics.read())
-        return path
