@@ -3,6 +3,7 @@
 lpm dpo candidates [--model BUNDLE] [--suite stage-dpo] [--limit 8] [--candidates 4] --out DIR
 lpm dpo pairs --candidates DIR [--recipe nano-dpo] [--set k=v]
 lpm dpo train --candidates DIR [--recipe nano-dpo] [--init BUNDLE] [--set k=v] [--out RUN]
+lpm dpo eval --run RUN --candidates DIR [--draws 4]
 lpm dpo pack --run RUN [--base BUNDLE] --out BUNDLE
 """
 
@@ -47,7 +48,8 @@ def candidates(
     out: Path = typer.Option(..., help="Candidates directory (re-run to resume or add)."),
     model: str = typer.Option("", help="Bundle to post-train (default: the shipped lpm-nano)."),
     suite: str = typer.Option("stage-dpo", help="Suite whose cases are the conditions."),
-    limit: int = typer.Option(8, help="Conditions: the suite's first N cases (0: all)."),
+    start: int = typer.Option(0, help="Index of the suite's first case used."),
+    limit: int = typer.Option(8, help="Conditions: N cases of the suite from --start (0: all)."),
     count: int = typer.Option(4, "--candidates", help="Candidates per condition (>= 2)."),
     steps: int | None = typer.Option(None, help="Denoising steps (default: the bundle's)."),
     seed: int = typer.Option(0, help="Candidate k is sampled with seed SEED + k."),
@@ -60,8 +62,8 @@ def candidates(
     _logging()
     try:
         settings = CandidateSettings(
-            model=model, suite=suite, limit=limit, candidates=count, steps=steps, seed=seed,
-            save_videos=save_videos, progress=progress,
+            model=model, suite=suite, start=start, limit=limit, candidates=count, steps=steps,
+            seed=seed, save_videos=save_videos, progress=progress,
         )  # fmt: skip
         summary = generate_candidates(settings, out)
     except (ValueError, FileNotFoundError) as err:
@@ -158,7 +160,7 @@ def pack(
     name: str = typer.Option("", help="Bundle name (default: <base name>-dpo)."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle at --out."),
 ) -> None:
-    """Write a bundle: ``base`` with its transformer replaced by the post-trained one."""
+    """Write a bundle: the base bundle with its transformer replaced by the post-trained one."""
     from lpm.inference import shipped_bundle_path
     from lpm.inference.pack import pack_finetuned
 
@@ -168,3 +170,22 @@ def pack(
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(str(path))
+
+
+@app.command("eval")
+def evaluate(
+    run: Path = typer.Option(..., help="A DPO run directory."),
+    candidates: Path = typer.Option(..., help="Candidates to evaluate on (e.g. unseen cases)."),
+    draws: int = typer.Option(4, help="Noise draws per pair."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+) -> None:
+    """Implicit reward accuracy of a run's policy vs its reference on another set's pairs."""
+    import dataclasses
+
+    from lpm.train.dpo.evaluate import evaluate_run
+
+    try:
+        result = evaluate_run(run, candidates, draws=draws, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(json.dumps(dataclasses.asdict(result)))

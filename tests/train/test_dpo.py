@@ -36,6 +36,7 @@ from lpm.train.dpo import (
     pareto_pairs,
     preferred,
 )
+from lpm.train.dpo.problem import pair_errors, pair_inputs
 from lpm.train.dpo.trainer import DPOTrainer, select_run_pairs
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -231,14 +232,8 @@ def _recipe(candidates_dir: Path, **changes) -> DPORecipe:
 
 
 def _errors(trainer: DPOTrainer, inputs) -> tuple[torch.Tensor, torch.Tensor]:
-    from lpm.diffusion import flow_matching_loss
-
-    x0, noise, x_t, timestep, kwargs = inputs
     with torch.no_grad():
-        err = flow_matching_loss(
-            trainer.model(x_t, timestep, **kwargs), x0, noise, reduction="none"
-        )
-    return err.chunk(2)
+        return pair_errors(trainer.model, inputs)
 
 
 def test_one_step_lowers_the_winner_error_relative_to_the_loser(candidates_dir, tmp_path):
@@ -252,11 +247,10 @@ def test_one_step_lowers_the_winner_error_relative_to_the_loser(candidates_dir, 
     sampler_state = trainer.sampler.state_dict()
     batch = trainer.pairs.batch(trainer.sampler.next_indices(0), trainer.device)
     trainer.sampler.load_state_dict(sampler_state)
-    inputs = trainer._inputs(batch)
-    x0, noise, x_t, timestep, kwargs = inputs
-    b = len(batch.indices)
+    inputs = pair_inputs(batch, trainer.recipe, 0, trainer.device)
+    b, noise, timestep = len(batch.indices), inputs.noise, inputs.timestep
     assert torch.equal(noise[:b], noise[b:]) and torch.equal(timestep[:b], timestep[b:])
-    assert torch.equal(x0[:b], batch.x0_w) and not torch.equal(x0[b:], batch.x0_w)
+    assert torch.equal(inputs.x0[:b], batch.x0_w) and not torch.equal(inputs.x0[b:], batch.x0_w)
     e_w, e_l = _errors(trainer, inputs)
     record = trainer.train_step()
     assert record["dpo_loss"] == pytest.approx(LOG2, abs=1e-6)  # policy == reference
@@ -320,6 +314,21 @@ def test_pack_writes_a_bundle_with_the_post_trained_transformer(
     assert all(torch.equal(v, trained[k]) for k, v in packed.transformer.state_dict().items())
 
 
+def test_evaluation_is_neutral_for_the_reference_and_not_after_training(candidates_dir, tmp_path):
+    from lpm.train.dpo.evaluate import evaluate_pairs, evaluate_run
+
+    trainer = DPOTrainer(
+        _recipe(candidates_dir, steps=3), tmp_path / "run", dist_info=CPU, progress=False
+    )
+    same = evaluate_pairs(trainer.reference, trainer.reference, trainer.pairs, trainer.recipe,
+                          draws=2)  # fmt: skip
+    assert (same.pairs, same.draws, same.reward_accuracy) == (6, 2, 0.0)
+    assert same.dpo_loss == pytest.approx(LOG2, abs=1e-7) and same.winner_vs_ref == 0
+    trainer.fit()
+    moved = evaluate_run(tmp_path / "run", candidates_dir, draws=2)
+    assert moved.pairs == 6 and moved.winner_vs_ref != 0 and moved.dpo_loss != pytest.approx(LOG2)
+
+
 # ---- command line -------------------------------------------------------------------------------
 def _cli(*args: str) -> tuple[int, str]:
     """Exit code and output (box drawing removed, whitespace joined) of ``lpm dpo ARGS``."""
@@ -335,6 +344,8 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_cli_train_and_resume_and_clear_errors(candidates_dir, tmp_path):
     code, out = _cli("train", "--candidates", str(tmp_path / "nope"), "--out", str(tmp_path / "r"))
     assert code == 2 and "does not exist" in out and "lpm dpo candidates" in out
+    code, out = _cli("candidates", "--out", str(tmp_path / "c"), "--start", "96")
+    assert code == 2 and "none from 96" in out
     code, out = _cli("pairs", "--candidates", str(candidates_dir), "--set", "margin=10")
     assert code == 2 and "no Pareto-preferred pair" in out and "--candidates 8" in out
     sets = ["--set", "dimensions=motion", "--set", "tie_tolerance=0", "--set", "margin=0"]

@@ -46,8 +46,10 @@ class CandidateSettings:
     """Bundle directory of the model being post-trained; empty: the shipped lpm-nano."""
     suite: str = "stage-dpo"
     """Suite whose cases are the conditions (a built-in name or a suite file)."""
+    start: int = 0
+    """Index of the suite's first case used."""
     limit: int = 8
-    """Use the first ``limit`` cases of the suite (0: all)."""
+    """Use ``limit`` cases of the suite from ``start`` on (0: all)."""
     candidates: int = 4
     """Candidates per condition (K >= 2)."""
     steps: int | None = None
@@ -62,8 +64,8 @@ class CandidateSettings:
     def __post_init__(self) -> None:
         if self.candidates < 2:
             raise ValueError(f"candidates={self.candidates} must be >= 2 (pairs need two)")
-        if self.limit < 0:
-            raise ValueError(f"limit={self.limit} must be >= 0")
+        if self.limit < 0 or self.start < 0:
+            raise ValueError(f"start={self.start} and limit={self.limit} must be >= 0")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps={self.steps} must be >= 1")
 
@@ -118,7 +120,12 @@ def generate_candidates(
     t0, out = time.perf_counter(), Path(out)
     model = Path(settings.model) if settings.model else shipped_bundle_path()
     suite = load_suite(settings.suite)
-    cases = suite.cases[: settings.limit] if settings.limit else suite.cases
+    end = settings.start + settings.limit if settings.limit else len(suite.cases)
+    cases = suite.cases[settings.start : end]
+    if not cases:
+        raise ValueError(
+            f"suite {suite.name} has {len(suite.cases)} cases: none from {settings.start}"
+        )
     spec = CandidateSpec(
         model=str(model.resolve()), suite=suite.name, candidates=settings.candidates,
         steps=settings.steps, seed=settings.seed,

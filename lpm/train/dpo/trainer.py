@@ -6,7 +6,7 @@ One optimiser step (`DPOTrainer.train_step`):
   1. this rank's slice of the global batch of Pareto pairs (`StageSampler` over a `PairSet`);
   2. per pair, one noise level (Base training's sampler and shift), one noise tensor and the
      dropout flags, all seeded by (seed, step, pair index): winner and loser get the *same*
-     noise at the *same* level, so their errors differ only by their content;
+     noise at the *same* level, so their errors differ only by their content (`pair_inputs`);
   3. the policy and the frozen reference predict the velocity of the 2B noisy latents (winners
      then losers) with the pair's stored conditions: text, both audio streams, first-frame and
      global references, exactly as the candidates were generated;
@@ -28,18 +28,18 @@ from typing import Any
 
 import torch
 
-from lpm.diffusion import add_noise, flow_matching_loss, sample_training_sigmas
 from lpm.distill.dmd import optimizer_step
 from lpm.distill.models import freeze, init_from, resolve_checkpoint
 from lpm.models.dit.checkpoint import load_lpm_checkpoint
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer
 from lpm.parallel import DistInfo, all_reduce_mean, parallelize
-from lpm.train.batch import StageSampler, mix_seed
+from lpm.train.batch import StageSampler
 from lpm.train.checkpoint import latest_checkpoint
 from lpm.train.determinism import seed_everything, set_deterministic
-from lpm.train.dpo.data import CandidateSet, NoParetoPairsError, PairBatch, PairSet
+from lpm.train.dpo.data import CandidateSet, NoParetoPairsError, PairSet
 from lpm.train.dpo.loss import diffusion_dpo_loss
 from lpm.train.dpo.pareto import Pair
+from lpm.train.dpo.problem import pair_errors, pair_inputs
 from lpm.train.dpo.recipe import DPORecipe
 from lpm.train.ema import EMA
 from lpm.train.metrics import DEFAULT_SERIES, MetricsLog
@@ -177,46 +177,16 @@ class DPOTrainer(StepLoop):
             )
 
     # ---- one step ----------------------------------------------------------------------------
-    def _inputs(self, batch: PairBatch) -> tuple[torch.Tensor, ...]:
-        """(x0, noise, x_t, timestep) of the 2B samples (winners then losers) and their
-        model keyword arguments; one draw per pair, shared by its winner and loser."""
-        r, shape = self.recipe, batch.x0_w.shape[1:]
-        sigmas, noises, drops = [], [], []
-        for index in batch.indices:
-            g = torch.Generator().manual_seed(mix_seed(r.seed, self.step, index, 3))
-            sigmas.append(sample_training_sigmas(
-                (1,), g, method=r.timestep_sampling, shift=r.shift, dtype=torch.float32
-            ))  # fmt: skip
-            noises.append(torch.randn(shape, generator=g))
-            u_text, u_audio = torch.rand(2, generator=g, dtype=torch.float64).tolist()
-            drops.append((u_text < r.text_drop_prob, u_audio < r.audio_drop_prob))
-        twice = lambda t: torch.cat([t, t]).to(self.device)  # noqa: E731
-        sigma = twice(torch.cat(sigmas))
-        noise = twice(torch.stack(noises))
-        x0 = torch.cat([batch.x0_w, batch.x0_l]).float()
-        kwargs = {
-            "text": twice(batch.text), "text_mask": twice(batch.text_mask),
-            "speak_audio": twice(batch.speak_audio), "listen_audio": twice(batch.listen_audio),
-            "audio_offset": batch.audio_offset,
-            "references": References(twice(batch.references.latents), batch.references.kinds),
-            "drop_text": twice(torch.tensor([d[0] for d in drops])),
-            "drop_audio": twice(torch.tensor([d[1] for d in drops])),
-        }  # fmt: skip
-        return x0, noise, add_noise(x0, noise, sigma), 1000.0 * sigma, kwargs
-
     def train_step(self) -> dict[str, Any]:
         """Run optimiser step ``self.step`` and return its metrics (averaged over ranks)."""
         recipe = self.recipe
         batch = self.pairs.batch(self.sampler.next_indices(0), self.device)
-        x0, noise, x_t, timestep, kwargs = self._inputs(batch)
+        inputs = pair_inputs(batch, recipe, self.step, self.device)
         self.model.train()
         with self._autocast():
-            v = self.model(x_t, timestep, **kwargs)
+            e_w, e_l = pair_errors(self.model, inputs)
             with torch.no_grad():
-                v_ref = self.reference(x_t, timestep, **kwargs)
-        err = flow_matching_loss(v, x0, noise, reduction="none")  # (2B,)
-        ref = flow_matching_loss(v_ref, x0, noise, reduction="none")
-        (e_w, e_l), (r_w, r_l) = err.chunk(2), ref.chunk(2)
+                r_w, r_l = pair_errors(self.reference, inputs)
         terms = diffusion_dpo_loss(e_w, e_l, r_w, r_l, beta=recipe.beta, fm_weight=recipe.fm_weight)
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = optimizer_step(
