@@ -113,6 +113,9 @@ class DPOTrainer(StepLoop):
                 f"only {len(self.pairs)} Pareto pairs for batch_size={recipe.batch_size}; lower "
                 "--set batch_size or generate more candidates"
             )
+        log.info("%d Pareto pairs from %d of %d conditions in %s", len(self.pairs),
+                 len({p.condition for p in self.pairs.pairs}), len(self.candidates),
+                 self.candidates.root)  # fmt: skip
         self.init = recipe.init or self.candidates.spec.model
         self.reference = load_reference(self.init, self.device)
         self.cfg = self.reference.cfg
