@@ -16,13 +16,30 @@ def train_probes_cmd(
         None, "--steps", help="Frame-probe optimiser steps (default: ProbeTrainConfig.steps)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of identities, states, augmentation, init."),
+    sets: list[str] = typer.Option(
+        None,
+        "--set",
+        help="Override a ProbeTrainConfig field, key=value (repeatable), e.g. "
+        "--set init_from=DIR --set train_branches=face --set train_ids=10000.",
+    ),
+    probe_sets: list[str] = typer.Option(
+        None,
+        "--probe-set",
+        help="Override a ProbeConfig (network geometry) field, key=value, e.g. "
+        "--probe-set action_hidden=88.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Train the Stage probes (frames of training identities) and evaluate on held-out ones."""
-    from lpm.bench.probes import train_probes
+    from lpm.bench.probes import ProbeConfig, ProbeTrainConfig, train_probes
+    from lpm.train.recipes import override_fields
 
     try:
-        result = train_probes(out, steps=steps, seed=seed, progress=progress)
+        cfg = override_fields(ProbeTrainConfig(), sets or [])
+        pcfg = override_fields(ProbeConfig(), probe_sets or [], flag="--probe-set")
+        result = train_probes(
+            out, steps=steps, seed=seed, config=cfg, probe_config=pcfg, progress=progress
+        )
     except ValueError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from err

@@ -295,6 +295,27 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
     raise ValueError(f"--set {key}: fields of type {hint} cannot be set from the command line")
 
 
+def override_fields(config, assignments: list[str], *, flag: str = "--set", exclude=()):
+    """The dataclass ``config`` with ``key=value`` overrides of its own fields (not nested ones),
+    each parsed to the field's type; unknown keys, keys in ``exclude`` and bad values raise
+    ValueError naming the key and the command-line ``flag``."""
+    hints = typing.get_type_hints(type(config))
+    settable = sorted(set(hints) - set(exclude))
+    changes: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{flag} {item!r}: expected key=value")
+        if key not in settable:
+            raise ValueError(
+                f"{flag} {key}: unknown {type(config).__name__} field; "
+                f"use one of {', '.join(settable)}"
+            )
+        changes[key] = parse_value(key, value, hints[key])
+    return dataclasses.replace(config, **changes)
+
+
 def _looks_json(text: str) -> bool:
     try:
         json.loads(text)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
+import torch
 
 from lpm.bench.probes import ProbeConfig, ProbeTrainConfig, load_probes, train_probes
 from lpm.bench.probes.config import BranchConfig
 from lpm.bench.probes.data import Degradation, apply_degradation, render_frame_set
 from lpm.bench.probes.evaluate import equal_error_rate, identity_scores, r2_score
+from lpm.bench.probes.model import ActionProbeNet, FrameProbeNet
 from lpm.bench.probes.probes import CARD_NAME, WEIGHTS_DIR, WEIGHTS_NAME, probe_config_from_dict
 from lpm.bench.probes.sheet import readings_sheet
 from lpm.data.stage.render import head_layout
@@ -31,7 +34,6 @@ def probes():
 @pytest.fixture(scope="module")
 def fresh_probes():
     from lpm.bench.probes import StageProbes
-    from lpm.bench.probes.model import ActionProbeNet, FrameProbeNet
 
     cfg = ProbeConfig()
     return StageProbes(FrameProbeNet(cfg), ActionProbeNet(cfg))
@@ -54,8 +56,9 @@ def test_shipped_weights_are_small_and_carded():
     assert clean["mouth_r2"] >= 0.9
     assert clean["identity_eer"] <= 0.05
     assert clean["blink_acc"] >= 0.9
-    # the expression target (0.9) is not met yet; the card must record the measured value
-    assert 0.8 <= clean["expression_acc"] <= 1.0
+    # the expression target (0.9) is not met yet (0.860 on the card's draw); the card must record
+    # the measured value
+    assert 0.85 <= clean["expression_acc"] <= 1.0
 
 
 @needs_weights
@@ -65,8 +68,8 @@ def test_heldout_frames_meet_targets(probes, heldout):
     vis = t["face_visible"]
     assert vis.sum() >= 150
     assert r2_score(r.mouth_open[vis], t["mouth_open"][vis]) >= 0.85
-    # chance is 1/8; the shipped probes reach ~0.37 on the card's held-out draw
-    assert np.mean(r.expression[vis] == t["expression"][vis]) >= 0.7
+    # chance is 1/8; the shipped probes read 0.86 on the card's held-out draw, 0.85 on this one
+    assert np.mean(r.expression[vis] == t["expression"][vis]) >= 0.78
     assert np.mean(r.blinking[vis] == (t["blink"][vis] > 0.5)) >= 0.85
 
 
@@ -87,8 +90,8 @@ def test_readings_survive_blur_and_jpeg(probes, heldout):
     bad = np.stack([apply_degradation(f, d, rng) for f in frames])
     a, b = probes.read_frames(frames), probes.read_frames(bad)
     assert np.mean(np.abs(a.mouth_open - b.mouth_open)) < 0.08
-    # the expression head is weak (card: ~0.37 accuracy), so its agreement is too (~0.55)
-    assert np.mean(a.expression == b.expression) >= 0.7
+    # expression reads 0.86 on clean frames and 0.82 degraded; agreement here is 0.85
+    assert np.mean(a.expression == b.expression) >= 0.75
     assert np.median(np.abs(a.yaw - b.yaw)) < 5.0
     assert np.mean(np.sum(a.identity * b.identity, axis=1)) > 0.8
 
@@ -132,8 +135,8 @@ def test_read_actions_gives_one_reading_per_frame(probes, heldout):
     assert len(acts.names) == 20
 
 
-def test_train_probes_smoke(tmp_path):
-    cfg = ProbeTrainConfig(
+def _tiny_train_config(**kw) -> ProbeTrainConfig:
+    base = dict(
         train_ids=8,
         frames_per_id=2,
         batch_ids=4,
@@ -144,6 +147,11 @@ def test_train_probes_smoke(tmp_path):
         eval_sessions=1,
         render_workers=1,
     )
+    return ProbeTrainConfig(**{**base, **kw})
+
+
+def test_train_probes_smoke(tmp_path):
+    cfg = _tiny_train_config()
     result = train_probes(tmp_path, steps=2, seed=3, config=cfg, progress=False)
     assert (tmp_path / WEIGHTS_NAME).is_file() and (tmp_path / CARD_NAME).is_file()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -166,6 +174,37 @@ def test_config_validation():
         probe_config_from_dict({"input_size": 128, "widths": [32, 48]})
 
 
+def test_old_probe_config_keeps_its_action_layout():
+    raw = asdict(ProbeConfig())
+    for key in ("action_readouts", "action_dilations"):
+        del raw[key]
+    old = probe_config_from_dict(raw)
+    assert not old.action_readouts and old.action_dilations == (1, 2, 4)
+    assert old.feat_dim == old.pose.feat_dim + old.face.feat_dim
+
+
+def test_frame_feature_carries_head_readouts():
+    cfg = ProbeConfig()
+    torch.manual_seed(0)
+    o = FrameProbeNet(cfg).eval()(torch.rand(3, 3, cfg.input_size, cfg.input_size) - 0.5)
+    assert o.feat.shape == (3, cfg.feat_dim)
+    n = cfg.pose.feat_dim + cfg.face.feat_dim
+    assert cfg.num_readouts > 0
+    assert torch.equal(o.feat[:, n : n + 2], o.yaw_sincos)  # readouts open with the pose head
+
+
+def test_action_probe_standardises_its_input():
+    cfg = ProbeConfig()
+    torch.manual_seed(0)
+    net = ActionProbeNet(cfg).eval()
+    feats = torch.randn(6, cfg.action_window, cfg.feat_dim)
+    scale = torch.rand(cfg.feat_dim) * 10 + 0.5
+    net.set_input_stats(feats)
+    ref = net(feats)
+    net.set_input_stats(feats * scale + 3.0)  # per-channel affine change of the features
+    assert torch.allclose(net(feats * scale + 3.0), ref, atol=1e-4)
+
+
 def test_face_crop_follows_head_layout():
     cfg = ProbeConfig()
     x0, y0, side = cfg.face_box
@@ -185,3 +224,61 @@ def test_readings_sheet_shape(fresh_probes, heldout):
     )
     img = readings_sheet(fresh_probes, sub, cols=3, scale=2)
     assert img.shape == (2 * 256, 3 * 256, 3) and img.dtype == np.uint8
+
+
+def test_fine_tune_trains_only_the_named_branch_and_steps_0_keeps_the_frame_probe(tmp_path):
+    start = train_probes(
+        tmp_path / "a", steps=2, seed=3, config=_tiny_train_config(), progress=False
+    )
+    a = load_probes(start.out_dir)
+    face = train_probes(
+        tmp_path / "b",
+        steps=3,
+        seed=4,
+        config=_tiny_train_config(init_from=str(start.out_dir), train_branches=("face",)),
+        progress=False,
+    )
+    b = load_probes(face.out_dir)
+    sa, sb = a.frame_net.state_dict(), b.frame_net.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa if not k.startswith(("face_", "face.")))
+    assert not all(torch.equal(sa[k], sb[k]) for k in sa if k.startswith("face_branch"))
+    assert face.card["init"]["from"] == str(start.out_dir)
+    # steps 0: the frame probe is kept bit for bit, a new (narrower) action probe is trained
+    narrow = ProbeConfig(action_hidden=16)
+    kept = train_probes(
+        tmp_path / "c",
+        steps=0,
+        seed=5,
+        config=_tiny_train_config(init_from=str(face.out_dir), train_branches=("face",)),
+        probe_config=narrow,
+        progress=False,
+    )
+    c = load_probes(kept.out_dir)
+    sc = c.frame_net.state_dict()
+    assert all(torch.equal(sb[k], sc[k]) for k in sb)
+    assert c.config.action_hidden == 16
+    assert kept.card["init"]["init"]["from"] == str(start.out_dir)  # the lineage is kept
+    assert "train_frame_probe_s" not in kept.card["timings_s"]
+
+
+def test_steps_0_needs_trained_probes():
+    with pytest.raises(ValueError, match="init_from"):
+        ProbeTrainConfig(steps=0)
+
+
+def test_train_probes_cli_overrides(tmp_path):
+    from typer.testing import CliRunner
+
+    from lpm.cli.main import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["bench", "train-probes", "--out", str(tmp_path), "--set", "nope=1"])
+    assert res.exit_code == 2 and "unknown ProbeTrainConfig field" in res.output
+    res = runner.invoke(
+        app, ["bench", "train-probes", "--out", str(tmp_path), "--probe-set", "action_hidden=x"]
+    )
+    assert res.exit_code == 2 and "expected int" in res.output
+    res = runner.invoke(
+        app, ["bench", "train-probes", "--out", str(tmp_path), "--set", "train_branches=face"]
+    )
+    assert res.exit_code == 2 and "init_from" in res.output

@@ -145,7 +145,7 @@ def test_recipe_validation_names_the_field_and_overrides_are_typed():
     assert r.dimensions == ("identity", "text") and r.beta == 250.0
     with pytest.raises(ValueError, match="--set lr"):
         apply_overrides(r, ["lr=fast"])
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown DPORecipe field"):
         apply_overrides(r, ["model.dim=8"])
 
 

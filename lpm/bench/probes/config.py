@@ -4,8 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lpm.bench.probes.data import FACE_PARAMS
 from lpm.data.stage.render import head_layout
 from lpm.data.stage.schema import ACTIONS, EXPRESSIONS
+
+POSE_OUTPUTS: tuple[str, ...] = ("yaw_sin", "yaw_cos", "pitch", "roll", "lean", "wave")
+"""Outputs of the pose head, in order."""
+FACE_SCALARS: tuple[str, ...] = (
+    "mouth_open",
+    "blink",
+    "brow_raise",
+    "gaze_x",
+    "gaze_y",
+    "mouth_round",
+)
+"""Scalar outputs of the face head, in order (then expression logits, then `FACE_PARAMS`)."""
+BRANCHES: tuple[str, ...] = ("pose", "face", "identity")
+"""The frame probe's branches (`ProbeConfig` fields of the same names)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,12 +91,18 @@ class ProbeConfig:
     """Identity embedding width (unit-norm)."""
     num_expressions: int = len(EXPRESSIONS)
     num_actions: int = len(ACTIONS)
-    action_window: int = 16
-    """Frames (at `action_fps`) the action probe reads around each frame."""
+    action_window: int = 24
+    """Frames (at `action_fps`) the action probe reads around each frame (1 s: a nod or a
+    shake lasts 1 to 1.6 s)."""
     action_fps: int = 24
     """Frame rate (frames per second) the action probe was trained at."""
     action_hidden: int = 96
     """Channels of the temporal convolutions of the action probe."""
+    action_dilations: tuple[int, ...] = (1, 2, 4, 8)
+    """Dilations of the kernel-3 temporal convolutions (receptive field 1 + 2 * sum frames)."""
+    action_readouts: bool = True
+    """The frame feature also carries the raw pose and face head outputs (yaw, brows, gaze,
+    lean...), so the action probe reads what actions move directly."""
 
     def __post_init__(self) -> None:
         if self.input_size < 32:
@@ -96,6 +117,11 @@ class ProbeConfig:
             raise ValueError("ProbeConfig.face must read region 'face' and pose region 'full'")
         if self.action_window < 4:
             raise ValueError(f"ProbeConfig.action_window must be >= 4, got {self.action_window}")
+        if not self.action_dilations or min(self.action_dilations) < 1:
+            raise ValueError(
+                f"ProbeConfig.action_dilations needs >= 1 positive dilation, got "
+                f"{self.action_dilations}"
+            )
         if self.id_dim <= 0:
             raise ValueError("ProbeConfig.id_dim must be positive")
 
@@ -109,9 +135,16 @@ class ProbeConfig:
         return x0, y0, side
 
     @property
+    def num_readouts(self) -> int:
+        """Raw head outputs in the frame feature (0 without `action_readouts`)."""
+        if not self.action_readouts:
+            return 0
+        return len(POSE_OUTPUTS) + len(FACE_SCALARS) + self.num_expressions + len(FACE_PARAMS)
+
+    @property
     def feat_dim(self) -> int:
-        """Per-frame feature width the action probe reads (pose + face branch features)."""
-        return self.pose.feat_dim + self.face.feat_dim
+        """Per-frame feature width the action probe reads (pose + face features + readouts)."""
+        return self.pose.feat_dim + self.face.feat_dim + self.num_readouts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +152,8 @@ class ProbeTrainConfig:
     """The training recipe of `train_probes` (every count is deterministic for a seed)."""
 
     steps: int = 12000
-    """Optimiser steps of the frame probe."""
+    """Optimiser steps of the frame probe; 0 keeps the frame probe of `init_from` exactly as it
+    is and trains only the action probe (no frame cache is rendered)."""
     seed: int = 0
     """Seeds identities, frame states, augmentations and initialisation."""
     train_ids: int = 3000
@@ -142,9 +176,12 @@ class ProbeTrainConfig:
     weight_decay: float = 1e-4
     augment_prob: float = 0.8
     """Probability that a training frame is degraded (blur, noise, JPEG, shifts, colour...)."""
-    action_sessions: int = 200
+    action_sessions: int = 300
     """Training performances (10-s sessions) whose action windows train the action probe."""
-    action_steps: int = 1000
+    action_windows_per_event: int = 4
+    """Training windows centred inside every action event (and on action-free frames) of each
+    training performance (evaluation keeps 2)."""
+    action_steps: int = 2000
     """Optimiser steps of the action probe (on cached frame features)."""
     session_seconds: float = 10.0
     """Length of each performance session (seconds)."""
@@ -155,10 +192,17 @@ class ProbeTrainConfig:
     """Held-out performances for action accuracy and real-performance frame metrics."""
     render_workers: int = 2
     """Processes that render frames (1 renders in the calling process)."""
+    torch_threads: int = 0
+    """Torch intra-op threads; 0 = min(2, torch's default), which honours `OMP_NUM_THREADS`."""
+    init_from: str | None = None
+    """Trained probes (directory or weights file) whose frame probe starts training: a
+    fine-tune. None trains from scratch. Their branch geometry must match `ProbeConfig`."""
+    train_branches: tuple[str, ...] = BRANCHES
+    """Frame-probe branches trained (with their heads and losses); the others stay frozen in
+    eval mode, so their readings are exactly those of `init_from`."""
 
     def __post_init__(self) -> None:
         for name in (
-            "steps",
             "train_ids",
             "frames_per_id",
             "batch_ids",
@@ -167,6 +211,7 @@ class ProbeTrainConfig:
             "eval_frames_per_id",
             "eval_sessions",
             "render_workers",
+            "action_windows_per_event",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -187,5 +232,25 @@ class ProbeTrainConfig:
             raise ValueError("ProbeTrainConfig.curriculum_frac and easy_floor must be in [0, 1]")
         if self.easy_per_id < 0:
             raise ValueError(f"ProbeTrainConfig.easy_per_id must be >= 0, got {self.easy_per_id}")
+        if self.torch_threads < 0:
+            raise ValueError(
+                f"ProbeTrainConfig.torch_threads must be >= 0 (0 = default), "
+                f"got {self.torch_threads}"
+            )
+        if not self.train_branches or not set(self.train_branches) <= set(BRANCHES):
+            raise ValueError(
+                f"ProbeTrainConfig.train_branches must be a non-empty subset of {BRANCHES}, "
+                f"got {self.train_branches}"
+            )
+        if set(self.train_branches) != set(BRANCHES) and self.init_from is None:
+            raise ValueError(
+                "ProbeTrainConfig.train_branches leaves branches untrained: set init_from to "
+                "trained probes to fine-tune from"
+            )
+        if self.steps < 0 or (self.steps == 0 and self.init_from is None):
+            raise ValueError(
+                f"ProbeTrainConfig.steps must be >= 1, or 0 with init_from set (keep that frame "
+                f"probe, train the action probe only), got {self.steps}"
+            )
         if self.action_steps < 0:
             raise ValueError("ProbeTrainConfig.action_steps must be >= 0")

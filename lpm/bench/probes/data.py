@@ -380,8 +380,8 @@ class SessionWindows:
     identity_seed: int
 
 
-def _render_session(args: tuple[str, int, int, float, int]) -> SessionWindows:
-    split, seed, index, seconds, window = args
+def _render_session(args: tuple[str, int, int, float, int, int]) -> SessionWindows:
+    split, seed, index, seconds, window, per_event = args
     rng = np.random.default_rng(np.random.SeedSequence([seed, index, 0xAC7]))
     performer = sample_identity(rng, split)
     partner = sample_identity(rng, split)
@@ -396,10 +396,11 @@ def _render_session(args: tuple[str, int, int, float, int]) -> SessionWindows:
     for e in perf.events:
         lo, hi = int(e.start_s * 24), min(n, int(math.ceil(e.end_s * 24)))
         if hi > lo:
-            centres += [int(c) for c in rng.integers(lo, hi, size=2)]
+            centres += [int(c) for c in rng.integers(lo, hi, size=per_event)]
     idle = np.flatnonzero(perf.action == 0)
     if len(idle):
-        centres += [int(c) for c in rng.choice(idle, size=min(2, len(idle)), replace=False)]
+        n_idle = min(per_event, len(idle))
+        centres += [int(c) for c in rng.choice(idle, size=n_idle, replace=False)]
     offsets = np.arange(window) - window // 2
     win = np.clip(np.asarray(centres, np.int64)[:, None] + offsets[None], 0, n - 1)
     needed, inverse = np.unique(win, return_inverse=True)
@@ -415,10 +416,21 @@ def _render_session(args: tuple[str, int, int, float, int]) -> SessionWindows:
 
 
 def iter_sessions(
-    split: str, n_sessions: int, seed: int, seconds: float, window: int, workers: int = 1
+    split: str,
+    n_sessions: int,
+    seed: int,
+    seconds: float,
+    window: int,
+    workers: int = 1,
+    per_event: int = 2,
 ) -> Iterator[SessionWindows]:
-    """Render `n_sessions` performances of `split` identities with their action windows."""
-    jobs = [(split, seed, i, seconds, window) for i in range(n_sessions)]
+    """Render `n_sessions` performances of `split` identities with their action windows.
+
+    Args:
+        window: frames per window (24 fps).
+        per_event: window centres drawn inside every action event, and on action-free frames.
+    """
+    jobs = [(split, seed, i, seconds, window, per_event) for i in range(n_sessions)]
     yield from _map(_render_session, jobs, workers)
 
 

@@ -4,7 +4,7 @@ Shape legend:
     B  batch (frames or windows)
     T  frames in an action window (`ProbeConfig.action_window`)
     S  input side (pixels) = `ProbeConfig.input_size`
-    F  per-frame feature width (`ProbeConfig.feat_dim` = pose + face branch features)
+    F  per-frame feature width (`ProbeConfig.feat_dim` = pose + face features + readouts)
     E  identity embedding width (`ProbeConfig.id_dim`)
 
 The frame probe takes float frames in [-0.5, 0.5] of shape (B, 3, S, S); resizing and
@@ -25,17 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpm.bench.probes.config import BranchConfig, ProbeConfig
+from lpm.bench.probes.config import FACE_SCALARS, POSE_OUTPUTS, BranchConfig, ProbeConfig
 from lpm.bench.probes.data import FACE_PARAMS
 
 AUX_FIELDS: tuple[str, ...] = ("brow_raise", "lean", "wave", "gaze_x", "gaze_y", "mouth_round")
 """Auxiliary per-frame regressions; they make the frame feature carry what actions move."""
 
+FACE_AUX_FIELDS: tuple[str, ...] = ("brow_raise", "gaze_x", "gaze_y", "mouth_round")
+"""The auxiliaries read from the face: trained on visible faces only, with a weight that keeps
+them in the face feature (the expression head alone learns to ignore a raised brow)."""
+
 POSE_SCALE_DEG = 20.0
 """Pitch and roll are regressed in units of this many degrees."""
-
-_POSE_OUT = ("yaw_sin", "yaw_cos", "pitch", "roll", "lean", "wave")
-_FACE_SCALARS = ("mouth_open", "blink", "brow_raise", "gaze_x", "gaze_y", "mouth_round")
 
 
 def _conv_bn_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1) -> nn.Sequential:
@@ -82,7 +83,8 @@ class FrameOutputs:
     """Raw head outputs of `FrameProbeNet` (all float tensors, batch first)."""
 
     feat: torch.Tensor
-    """(B, F) frame feature (pose then face branch features)."""
+    """(B, F) frame feature: pose then face branch features, then (`ProbeConfig.action_readouts`)
+    the raw pose and face head outputs."""
     mouth_open: torch.Tensor
     """(B,) visible mouth opening, 0..1."""
     yaw_sincos: torch.Tensor
@@ -118,18 +120,22 @@ class FrameProbeNet(nn.Module):
         self.pose_branch = ConvBranch(config.pose)
         self.face_branch = ConvBranch(config.face)
         self.id_branch = ConvBranch(config.identity)
-        self.pose_head = _mlp(config.pose.feat_dim, 128, len(_POSE_OUT))
-        n_face = len(_FACE_SCALARS) + config.num_expressions + len(FACE_PARAMS)
+        self.pose_head = _mlp(config.pose.feat_dim, 128, len(POSE_OUTPUTS))
+        n_face = len(FACE_SCALARS) + config.num_expressions + len(FACE_PARAMS)
         self.face_head = _mlp(config.face.feat_dim, 128, n_face)
         self.id_head = _mlp(config.identity.feat_dim, 128, config.id_dim)
 
-    def branch_parameters(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per branch with its heads (each is clipped on its own in training)."""
+    def branch_modules(self) -> dict[str, nn.Module]:
+        """Each branch (`config.BRANCHES`) with its head."""
         return {
-            "pose": [*self.pose_branch.parameters(), *self.pose_head.parameters()],
-            "face": [*self.face_branch.parameters(), *self.face_head.parameters()],
-            "identity": [*self.id_branch.parameters(), *self.id_head.parameters()],
+            "pose": nn.ModuleList([self.pose_branch, self.pose_head]),
+            "face": nn.ModuleList([self.face_branch, self.face_head]),
+            "identity": nn.ModuleList([self.id_branch, self.id_head]),
         }
+
+    def branch_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per branch with its head (each is clipped on its own in training)."""
+        return {k: list(m.parameters()) for k, m in self.branch_modules().items()}
 
     def forward(self, x_b3ss: torch.Tensor) -> FrameOutputs:
         """Read frames; `x_b3ss` is (B, 3, S, S) float in [-0.5, 0.5], S = `input_size`."""
@@ -144,12 +150,13 @@ class FrameProbeNet(nn.Module):
         # 3. heads
         p = self.pose_head(pose_bf)
         f = self.face_head(face_bf)
-        fs = {k: f[:, i] for i, k in enumerate(_FACE_SCALARS)}
-        n_s, n_e = len(_FACE_SCALARS), cfg.num_expressions
-        ps = {k: p[:, i] for i, k in enumerate(_POSE_OUT)}
+        fs = {k: f[:, i] for i, k in enumerate(FACE_SCALARS)}
+        n_s, n_e = len(FACE_SCALARS), cfg.num_expressions
+        ps = {k: p[:, i] for i, k in enumerate(POSE_OUTPUTS)}
         aux_src = {**fs, **ps}
+        feats = [pose_bf, face_bf, p, f] if cfg.action_readouts else [pose_bf, face_bf]
         return FrameOutputs(
-            feat=torch.cat([pose_bf, face_bf], dim=-1),
+            feat=torch.cat(feats, dim=-1),
             mouth_open=torch.sigmoid(fs["mouth_open"]),
             yaw_sincos=p[:, 0:2],
             pitch_roll=p[:, 2:4],
@@ -162,25 +169,36 @@ class FrameProbeNet(nn.Module):
 
 
 class ActionProbeNet(nn.Module):
-    """Temporal convolutions over a window of frame features -> action logits of the window."""
+    """Temporal convolutions over a window of frame features -> action logits of the window.
+
+    Features are standardised per channel with statistics of the training windows
+    (`set_input_stats`): branch features and head readouts have very different scales.
+    """
 
     def __init__(self, config: ProbeConfig) -> None:
         super().__init__()
         self.config = config
         h = config.action_hidden
-        self.net = nn.Sequential(
-            nn.Conv1d(config.feat_dim, h, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(h, h, 3, padding=2, dilation=2),
-            nn.ReLU(inplace=True),
-            nn.Conv1d(h, h, 3, padding=4, dilation=4),
-            nn.ReLU(inplace=True),
-        )
+        layers: list[nn.Module] = []
+        c_in = config.feat_dim
+        for d in config.action_dilations:
+            layers += [nn.Conv1d(c_in, h, 3, padding=d, dilation=d), nn.ReLU(inplace=True)]
+            c_in = h
+        self.net = nn.Sequential(*layers)
         self.head = nn.Linear(2 * h, config.num_actions)
+        self.register_buffer("feat_mean", torch.zeros(config.feat_dim))
+        self.register_buffer("feat_std", torch.ones(config.feat_dim))
+
+    @torch.no_grad()
+    def set_input_stats(self, feat_ktf: torch.Tensor) -> None:
+        """Per-channel mean and std of (K, T, F) training windows."""
+        self.feat_mean.copy_(feat_ktf.mean(dim=(0, 1)))
+        self.feat_std.copy_(feat_ktf.std(dim=(0, 1)).clamp(min=1e-2))
 
     def forward(self, feat_btf: torch.Tensor) -> torch.Tensor:
         """(B, T, F) frame features -> (B, num_actions) logits for the window's centre frame."""
-        h_bht = self.net(feat_btf.transpose(1, 2))
+        x_btf = (feat_btf - self.feat_mean) / self.feat_std
+        h_bht = self.net(x_btf.transpose(1, 2))
         t = h_bht.shape[-1]
         # the centre frames carry the label; the mean sees the whole motion
         centre = h_bht[:, :, t // 2 - 1 : t // 2 + 1].mean(-1)

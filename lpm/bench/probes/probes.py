@@ -221,6 +221,9 @@ def probe_config_from_dict(raw: dict) -> ProbeConfig:
         branch = dict(fields[name])
         branch["widths"] = tuple(branch["widths"])
         fields[name] = BranchConfig(**branch)
+    # weights from before these fields read pose + face features with dilations 1, 2, 4
+    fields.setdefault("action_readouts", False)
+    fields["action_dilations"] = tuple(fields.get("action_dilations", (1, 2, 4)))
     return ProbeConfig(**fields)
 
 
@@ -260,7 +263,9 @@ def load_probes(path: Path | str | None = None) -> StageProbes:
     for prefix, net in (("frame.", frame_net), ("action.", action_net)):
         sub = {k[len(prefix) :]: v.float() for k, v in state.items() if k.startswith(prefix)}
         missing, unexpected = net.load_state_dict(sub, strict=False)
-        missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+        # weights from before input standardisation read raw features (mean 0, std 1 = as is)
+        optional = ("num_batches_tracked", "feat_mean", "feat_std")
+        missing = [k for k in missing if not k.endswith(optional)]
         if missing or unexpected:
             raise ValueError(
                 f"probe weights {file} do not match the config: missing {missing}, "

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from lpm.bench.probes.config import ProbeConfig, ProbeTrainConfig
+from lpm.bench.probes.config import BRANCHES, ProbeConfig, ProbeTrainConfig
 from lpm.bench.probes.data import (
     FrameSet,
     apply_degradation,
@@ -32,8 +32,14 @@ from lpm.bench.probes.data import (
     sample_degradation,
 )
 from lpm.bench.probes.evaluate import evaluate_heldout_frames, evaluate_sessions
-from lpm.bench.probes.model import AUX_FIELDS, POSE_SCALE_DEG, ActionProbeNet, FrameProbeNet
-from lpm.bench.probes.probes import StageProbes, save_probes, to_probe_input
+from lpm.bench.probes.model import (
+    AUX_FIELDS,
+    FACE_AUX_FIELDS,
+    POSE_SCALE_DEG,
+    ActionProbeNet,
+    FrameProbeNet,
+)
+from lpm.bench.probes.probes import StageProbes, load_probes, save_probes, to_probe_input
 from lpm.data.stage.schema import ACTIONS, SCHEMA_VERSION
 
 TARGETS = {"mouth_r2": 0.9, "expression_acc": 0.9, "identity_eer": 0.05}
@@ -94,17 +100,36 @@ def _identity_losses(
     return cosface + nce.mean()
 
 
+LOSS_BRANCH = {
+    "mouth": "face",
+    "yaw": "pose",
+    "pitch_roll": "pose",
+    "blink": "face",
+    "expression": "face",
+    "face_aux": "face",
+    "body_aux": "pose",
+    "face_params": "face",
+    "identity": "identity",
+}
+"""The branch each frame loss trains (frozen branches' losses are logged, not optimised)."""
+
+
 def _frame_loss(
     net: FrameProbeNet,
-    proxies: torch.Tensor,
+    proxies: torch.Tensor | None,
     x: torch.Tensor,
     t: dict[str, torch.Tensor],
     ids: torch.Tensor,
+    branches: tuple[str, ...],
 ) -> tuple[torch.Tensor, dict]:
+    """Sum of the losses of the trained `branches`, and every loss as a float (for the log);
+    `proxies` (identity-class weights) are needed only when the identity branch trains."""
     o = net(x)
     vis = t["face_visible"].float()
     n_vis = vis.sum().clamp(min=1)
     yaw = torch.deg2rad(t["yaw"])
+    aux_t = torch.stack([t[k] for k in AUX_FIELDS], -1)
+    face_aux = torch.tensor([k in FACE_AUX_FIELDS for k in AUX_FIELDS])
     parts = {
         "mouth": 10 * (vis * (o.mouth_open - t["mouth_open"]) ** 2).sum() / n_vis,
         "yaw": 2 * F.mse_loss(o.yaw_sincos, torch.stack([yaw.sin(), yaw.cos()], -1)),
@@ -118,15 +143,23 @@ def _frame_loss(
             )
         ).sum()
         / n_vis,
-        "aux": F.mse_loss(o.aux, torch.stack([t[k] for k in AUX_FIELDS], -1)),
+        # brows and gaze are weighted like the mouth: with a plain unweighted MSE the face
+        # branch learned none of the raised brow (the action probe then missed every
+        # raise_eyebrows); lean and wave are read from the whole frame and are easy
+        "face_aux": 10
+        * (vis[:, None] * (o.aux[:, face_aux] - aux_t[:, face_aux]) ** 2).mean(1).sum()
+        / n_vis,
+        "body_aux": F.mse_loss(o.aux[:, ~face_aux], aux_t[:, ~face_aux]),
         # dense expression geometry (smile, brows, lids...): breaks the expression plateau
         "face_params": 5
         * (vis[:, None] * (o.face_params - t["face_params"]) ** 2).mean(1).sum()
         / n_vis,
-        # the identity branch shares no weights with the others, so it needs no down-weighting
-        "identity": _identity_losses(o.identity, ids, proxies),
     }
-    return sum(parts.values()), {k: float(v.detach()) for k, v in parts.items()}
+    if proxies is not None:
+        # the identity branch shares no weights with the others, so it needs no down-weighting
+        parts["identity"] = _identity_losses(o.identity, ids, proxies)
+    loss = sum(v for k, v in parts.items() if LOSS_BRANCH[k] in branches)
+    return loss, {k: float(v.detach()) for k, v in parts.items()}
 
 
 def _curriculum(step: int, cfg: ProbeTrainConfig) -> tuple[float, float]:
@@ -164,13 +197,23 @@ def _train_frame_probe(
     per_id = len(fs.identity) // n_ids
     easy_row = fs.easy[:per_id] if fs.easy is not None else np.zeros(per_id, bool)
     groups_of_row = (np.flatnonzero(~easy_row), np.flatnonzero(easy_row))
-    proxies = nn.Parameter(torch.randn(n_ids, net.config.id_dim) * 0.1)
-    groups = net.branch_parameters()
-    groups["identity"] = [*groups["identity"], proxies]
+    branches = cfg.train_branches
+    all_groups = net.branch_parameters()
+    for name, group in all_groups.items():
+        for p in group:
+            p.requires_grad_(name in branches)
+    groups = {k: v for k, v in all_groups.items() if k in branches}
+    proxies = None
+    if "identity" in branches:
+        proxies = nn.Parameter(torch.randn(n_ids, net.config.id_dim) * 0.1)
+        groups["identity"] = [*groups["identity"], proxies]
     params = [p for g in groups.values() for p in g]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     targets = {k: torch.from_numpy(v) for k, v in fs.targets.items()}
     net.train()
+    for name, module in net.branch_modules().items():
+        if name not in branches:
+            module.eval()  # frozen: batch-norm statistics stay those of `init_from`
     t0 = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="frame probe", disable=not progress)
     for step in bar:
@@ -183,7 +226,8 @@ def _train_frame_probe(
         t = {k: v[idx] for k, v in targets.items()}
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, cfg.steps, cfg.lr)
-        loss, parts = _frame_loss(net, proxies, x, t, torch.from_numpy(np.repeat(ids, 2)))
+        ids_t = torch.from_numpy(np.repeat(ids, 2))
+        loss, parts = _frame_loss(net, proxies, x, t, ids_t, branches)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         for group in groups.values():  # per branch: one loss's spike cannot stall the others
@@ -200,6 +244,7 @@ def _train_frame_probe(
                 seconds=round(time.perf_counter() - t0, 2),
             )
     net.eval()
+    net.requires_grad_(True)
 
 
 def _action_features(probes: StageProbes, cfg: ProbeTrainConfig, progress: bool):
@@ -213,6 +258,7 @@ def _action_features(probes: StageProbes, cfg: ProbeTrainConfig, progress: bool)
         cfg.session_seconds,
         probes.config.action_window,
         cfg.render_workers,
+        cfg.action_windows_per_event,
     )
     for s in tqdm(sessions, total=cfg.action_sessions, desc="action windows", disable=not progress):
         frames = s.frames
@@ -237,12 +283,12 @@ def _train_action_probe(
     counts = torch.bincount(labels, minlength=len(ACTIONS)).float()
     weights = (1.0 / counts.clamp(min=1))[labels]  # class-balanced sampling
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-3)
-    scale = feats.std().clamp(min=1e-3)
+    net.set_input_stats(feats)
     net.train()
     for step in tqdm(range(cfg.action_steps), desc="action probe", disable=not progress):
         idx = torch.multinomial(weights, 128, replacement=True, generator=gen)
         x = feats[idx]
-        x = x + 0.1 * scale * torch.randn(x.shape, generator=gen)
+        x = x + 0.1 * net.feat_std * torch.randn(x.shape, generator=gen)  # 0.1 std per channel
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, cfg.action_steps, cfg.lr)
         loss = F.cross_entropy(net(x), labels[idx], label_smoothing=0.05)
@@ -252,6 +298,22 @@ def _train_action_probe(
         if step % 50 == 0 or step == cfg.action_steps - 1:
             log.write(stage="action", step=step, loss=float(loss.detach()))
     net.eval()
+
+
+def _initial_frame_net(pcfg: ProbeConfig, cfg: ProbeTrainConfig) -> tuple[FrameProbeNet, dict]:
+    """A fresh frame probe, or that of `cfg.init_from` (with its card) for a fine-tune."""
+    net = FrameProbeNet(pcfg)
+    if cfg.init_from is None:
+        return net, {}
+    init = load_probes(cfg.init_from)
+    for name in BRANCHES:
+        if getattr(init.config, name) != getattr(pcfg, name):
+            raise ValueError(
+                f"ProbeTrainConfig.init_from={cfg.init_from!r} has a different {name} branch "
+                f"({getattr(init.config, name)}) from the probe config ({getattr(pcfg, name)})"
+            )
+    net.load_state_dict(init.frame_net.state_dict())
+    return net, init.card
 
 
 def _param_count(net: nn.Module) -> int:
@@ -285,29 +347,32 @@ def train_probes(
     pcfg = probe_config or ProbeConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(2)
+    threads = cfg.torch_threads or min(2, torch.get_num_threads())
+    torch.set_num_threads(threads)
     torch.manual_seed(cfg.seed)
     t_start = time.perf_counter()
     log = _JsonlLog(out / "metrics.jsonl")
     timings: dict[str, float] = {}
     try:
-        # 1. frame cache of training identities
-        t = time.perf_counter()
-        fs = render_frame_set(
-            "train",
-            cfg.train_ids,
-            cfg.frames_per_id,
-            cfg.seed,
-            cfg.render_workers,
-            easy_per_id=cfg.easy_per_id,
-        )
-        timings["render_frames_s"] = time.perf_counter() - t
-        # 2. frame probe
-        t = time.perf_counter()
-        frame_net, action_net = FrameProbeNet(pcfg), ActionProbeNet(pcfg)
-        _train_frame_probe(frame_net, fs, cfg, log, progress)
-        del fs
-        timings["train_frame_probe_s"] = time.perf_counter() - t
+        # 1. frame cache of training identities, 2. frame probe (steps 0: kept as initialised)
+        frame_net, init_card = _initial_frame_net(pcfg, cfg)
+        action_net = ActionProbeNet(pcfg)
+        if cfg.steps > 0:
+            t = time.perf_counter()
+            fs = render_frame_set(
+                "train",
+                cfg.train_ids,
+                cfg.frames_per_id,
+                cfg.seed,
+                cfg.render_workers,
+                easy_per_id=cfg.easy_per_id,
+            )
+            timings["render_frames_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            _train_frame_probe(frame_net, fs, cfg, log, progress)
+            del fs
+            timings["train_frame_probe_s"] = time.perf_counter() - t
+        frame_net.eval()
         # 3. action probe on frozen frame features of performances
         t = time.perf_counter()
         probes = StageProbes(frame_net, action_net)
@@ -356,8 +421,17 @@ def train_probes(
         "targets": TARGETS,
         "training_seconds": round(seconds, 1),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "torch_threads": 2,
+        "torch_threads": threads,
     }
+    if cfg.init_from is not None:
+        # the lineage of a fine-tune: what trained the frame probe it started from
+        card["init"] = {
+            "from": cfg.init_from,
+            **{
+                k: init_card.get(k)
+                for k in ("train_config", "training_seconds", "torch_threads", "init")
+            },
+        }
     weights = save_probes(frame_net, action_net, out, card)
     card["weights_bytes"] = weights.stat().st_size
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lpm.train.dpo.pareto import DIMENSIONS
-from lpm.train.recipes import MixedPrecision, TimestepSampling, parse_value
+from lpm.train.recipes import MixedPrecision, TimestepSampling, override_fields
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -147,18 +147,7 @@ class DPORecipe:
 def apply_overrides(recipe: DPORecipe, assignments: list[str]) -> DPORecipe:
     """Apply ``key=value`` overrides of recipe fields; unknown keys and bad values raise
     ValueError naming the key."""
-    hints = typing.get_type_hints(DPORecipe)
-    settable = sorted(set(hints) - {"name"})
-    changes: dict[str, Any] = {}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set {item!r}: expected key=value")
-        if key not in settable:
-            raise ValueError(f"--set {key}: unknown key; use one of {', '.join(settable)}")
-        changes[key] = parse_value(key, value, hints[key])
-    return dataclasses.replace(recipe, **changes)
+    return override_fields(recipe, assignments, exclude=("name",))
 
 
 RECIPES: dict[str, DPORecipe] = {
