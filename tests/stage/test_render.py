@@ -54,3 +54,25 @@ def test_bad_arguments():
         render_frame(make_character(1), FrameState(), 8)
     with pytest.raises(ValueError):
         contact_sheet([], 3)
+
+
+def _brow_change(seed: int) -> int:
+    """Pixels of a 128-px frame that change when the brows are raised fully."""
+    ch = make_character(seed)
+    a = render_frame(ch, FrameState(), 128).astype(int)
+    b = render_frame(ch, FrameState(brow_raise=0.9), 128).astype(int)
+    return int((np.abs(a - b).sum(-1) > 30).sum())
+
+
+def test_raised_brows_show_on_every_face_even_under_hats_and_fringes():
+    from lpm.data.stage.face import BROW_MIN_CONTRAST, _luma, brow_colour
+
+    seeds = range(60)
+    hatted = [s for s in seeds if make_character(s).hat != "none"]
+    assert hatted, "some characters wear hats"
+    changes = {s: _brow_change(s) for s in seeds}
+    # brows are drawn over hair and hats, so raising them always moves visible pixels
+    assert min(changes.values()) >= 20, changes
+    for s in seeds:
+        ch = make_character(s)
+        assert abs(_luma(brow_colour(ch)) - _luma(ch.skin)) >= BROW_MIN_CONTRAST * 0.8

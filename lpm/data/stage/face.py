@@ -79,6 +79,16 @@ def blend_face(state: FrameState) -> dict[str, float]:
     return dict(zip(_FACE_FIELDS, values.tolist(), strict=True))
 
 
+def _eye_centre(
+    ch: Character, side: float, yaw: float, b: float, pitch_dy: float
+) -> tuple[float, float, float] | None:
+    """(x, y, foreshortening) of one eye in head units, or None when it faces away."""
+    x, fs = feature_x(ch, side * ch.eye_spacing, -0.05, yaw)
+    if fs < 0.08:
+        return None
+    return x, (-0.05 + pitch_dy) * b, fs
+
+
 def draw_eye(
     pen: Pen,
     ch: Character,
@@ -89,11 +99,10 @@ def draw_eye(
     b: float,
     pitch_dy: float,
 ) -> None:
-    lam = side * ch.eye_spacing
-    x, fs = feature_x(ch, lam, -0.05, yaw)
-    if fs < 0.08:
+    centre = _eye_centre(ch, side, yaw, b, pitch_dy)
+    if centre is None:
         return
-    y = (-0.05 + pitch_dy) * b
+    x, y, fs = centre
     open_k = max(0.3, 1.0 + face["eye_open"])
     hw = 0.19 * ch.eye_size * fs * min(1.15, open_k)
     hh = 0.235 * ch.eye_size * open_k
@@ -159,7 +168,42 @@ def draw_eye(
                 outline,
                 0.03,
             )
-    # eyebrow
+
+
+def _luma(rgb: tuple[int, int, int]) -> float:
+    return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+
+
+BROW_MIN_CONTRAST = 70.0
+"""Least luma difference (0..255) between brows and skin; closer hair colours get an ink brow."""
+
+
+def brow_colour(ch: Character) -> tuple[int, int, int]:
+    """A darker shade of the hair, or a dark (light on dark skin) ink when that would not stand
+    out from the skin: expressions live in the brows, so they must be readable on every face."""
+    colour = shade(ch.hair_colour, 0.5)
+    if abs(_luma(colour) - _luma(ch.skin)) >= BROW_MIN_CONTRAST:
+        return colour
+    return shade(ch.skin, 0.35) if _luma(ch.skin) > 90 else shade(ch.skin, 1.6)
+
+
+def draw_brow(
+    pen: Pen,
+    ch: Character,
+    face: dict,
+    state: FrameState,
+    side: float,
+    yaw: float,
+    b: float,
+    pitch_dy: float,
+) -> None:
+    """One eyebrow, drawn after hair and hats (the cartoon convention): a fringe or a cap never
+    hides the brows, which carry surprise, anger, sadness, thinking and raised-brow actions."""
+    centre = _eye_centre(ch, side, yaw, b, pitch_dy)
+    if centre is None:
+        return
+    x, y, fs = centre
+    hh = 0.235 * ch.eye_size * max(0.3, 1.0 + face["eye_open"])
     brow_up = face["brow_up"] + state.brow_raise + face["brow_asym"] * (0.5 + 0.5 * side) * 0.6
     inner_up = face["brow_inner"]
     bx = np.array([-1.0, 0.0, 1.0]) * side
@@ -172,7 +216,7 @@ def draw_eye(
     )
     brow = np.stack([x + (bx * 0.18 - side * 0.02) * max(0.3, fs) * ch.eye_size, y + by], 1)
     # inner end first: points go from the nose side outward
-    pen.line(brow[::-1] if side > 0 else brow, shade(ch.hair_colour, 0.8), ch.brow_thickness)
+    pen.line(brow[::-1] if side > 0 else brow, brow_colour(ch), ch.brow_thickness)
 
 
 def draw_nose(pen: Pen, ch: Character, yaw: float, b: float, pitch_dy: float) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 from lpm.data.stage.character import Character
 from lpm.data.stage.face import (
     blend_face,
+    draw_brow,
     draw_eye,
     draw_face_extras,
     draw_facial_hair,
@@ -203,10 +204,12 @@ def draw_character(
     for side in (-1.0, 1.0):
         draw_eye(pen, ch, face, state, side, yaw, b, pitch_dy)
     draw_glasses(pen, ch, yaw, b, pitch_dy)
-    # 4. hair, visible ears, hat, hand
+    # 4. hair, visible ears, hat, then the brows over them, hand
     draw_hair_top(pen, ch, yaw, b, pitch_dy)
     draw_ears(pen, ch, yaw, b, front=True)
     draw_hat(pen, ch, yaw, b, pitch_dy)
+    for side in (-1.0, 1.0):
+        draw_brow(pen, ch, face, state, side, yaw, b, pitch_dy)
     _draw_wave(body_pen, ch, state, b)
     corners = outline @ m[:, :2].T + m[:, 2]
     x0, y0 = np.floor(corners.min(axis=0)).astype(int)
