@@ -26,7 +26,7 @@ def train_probes_cmd(
         None,
         "--probe-set",
         help="Override a ProbeConfig (network geometry) field, key=value, e.g. "
-        "--probe-set action_hidden=88.",
+        "--probe-set action_hidden=80.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
