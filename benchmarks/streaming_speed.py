@@ -3,7 +3,8 @@
 Builds the `lpm-nano-online` architecture (backbone + refiner + light decoder, the shipped
 geometry) and streams chunks of talking audio, sequentially and pipelined. Speed depends only
 on the architecture, so random weights time the same as trained ones; ``--model DIR`` times a
-saved online bundle instead (at its own resolution).
+saved online bundle instead (at its own resolution). Chunks are delivered in parts of one latent
+frame, so the first frame (``frame1``) is shown before its whole chunk (``chunk1``) is decoded.
 
 Prints a table; the last stdout line is one JSON object.
 """
@@ -40,18 +41,28 @@ def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
         (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32),
     )
     session.push_audio("listen", (0.1 * rng.standard_normal(len(t))).astype(np.float32))
-    stamps, stages = [], []
+    # Chunks are delivered in parts of one latent frame (4 video frames): the first frame can
+    # be shown once the first part is decoded; a chunk is complete with its last part.
+    stamps, stages, first_frame = [], [], None
     start = time.perf_counter()
-    for chunk in session.chunks(chunks, pipelined=pipelined, lookahead=2):
-        stamps.append(time.perf_counter() - start)
-        stages.append(chunk.timings)
+    for part in session.chunks(chunks, pipelined=pipelined, lookahead=2, part_latents=1):
+        if first_frame is None:
+            first_frame = time.perf_counter() - start
+        if part.last:
+            stamps.append(time.perf_counter() - start)
+            stages.append(part.timings)
     wall = stamps[-1]
     # a new session on the warmed process, as a server starts one for each user: the time from
-    # its first audio to its first chunk of frames (conditions, backbone, refiner, decode)
+    # its first audio to its first frame and first whole chunk (conditions, backbone, refiner,
+    # decode)
     again = StreamingSession(bundle, image, prompt="a cheerful person nods")
     again.push_audio("speak", (0.3 * np.sin(2 * np.pi * 180 * t[:16000])).astype(np.float32))
     t0 = time.perf_counter()
-    again.step()
+    parts = again.chunks(1, part_latents=1)
+    next(parts)
+    first_frame_warm = time.perf_counter() - t0
+    for _ in parts:
+        pass
     first_warm = time.perf_counter() - t0
     steady = np.diff(stamps[2:]) if len(stamps) > 3 else np.diff(stamps)
     per_stage = {k: float(np.median([s[k] for s in stages[1:]])) for k in stages[0]}
@@ -61,6 +72,8 @@ def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
         "pipelined": pipelined,
         "chunks": chunks,
         "session_setup_s": t_session,
+        "first_frame_s": first_frame,
+        "first_frame_warm_s": first_frame_warm,
         "first_chunk_s": stamps[0],
         "first_chunk_warm_s": first_warm,
         "steady_chunk_s": float(np.median(steady)),
@@ -81,14 +94,16 @@ def main() -> None:
     sizes = [None] if args.model else args.sizes
     rows = [run(s, args.chunks, p, args.model) for s in sizes for p in (False, True)]
     print(f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
-    cols = ("res", "pipe", "first(s)", "warm(s)", "chunk(s)", "RTF", "cond", "backbone", "refiner",
-            "decode")  # fmt: skip
+    cols = ("res", "pipe", "frame1(s)", "warm(s)", "chunk1(s)", "warm(s)", "chunk(s)", "RTF",
+            "cond", "backbone", "refiner", "decode")  # fmt: skip
     print(" ".join(f"{c:>9}" for c in cols))
     for r in rows:
         st = r["stage_s"]
         vals = (
             r["resolution"],
             str(r["pipelined"]),
+            f"{r['first_frame_s']:.3f}",
+            f"{r['first_frame_warm_s']:.3f}",
             f"{r['first_chunk_s']:.3f}",
             f"{r['first_chunk_warm_s']:.3f}",
             f"{r['steady_chunk_s']:.3f}",

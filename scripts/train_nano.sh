@@ -7,7 +7,12 @@ runs="${1:-runs}"
 bundle="${2:-$runs/lpm-nano}"
 mkdir -p "$runs"
 
-[ -f "$runs/nano-vae/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae"
+[ -f "$runs/nano-vae0/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae0"
+# A deeper decoder on the same (frozen) latents: sharper frames, 1,500 more steps.
+[ -f "$runs/nano-vae/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae" \
+  --set "init=$runs/nano-vae0/vae" --set freeze_encoder=true --set decoder_blocks=1 \
+  --set temporal_weight=1.0 --set motion_weight=3.0 --set lr=5e-4 --set lr_schedule=cosine \
+  --set seed=7
 lpm data stage --out "$runs/stage64" --clips 2000 --seconds 2 --resolution 64 --seed 0
 [ -f "$runs/nano-encoders/bundle.json" ] || lpm model pack --vae "$runs/nano-vae" --out "$runs/nano-encoders"
 lpm data encode --data "$runs/stage64" --out "$runs/nano-cache" --model "$runs/nano-encoders"

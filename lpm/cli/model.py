@@ -112,16 +112,20 @@ def pack_online(
     refiner_timestep: float = typer.Option(
         None, help="T2 the stream re-noises to before the refiner (default: the run's)."
     ),
+    history_sigma: float = typer.Option(
+        None, help="Noise level of the backbone's history cache (default: the run's)."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
     """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
     BASE's VAE and encoders; the online timesteps come from the refiner (else backbone) run's
-    recipe.json."""
+    recipe.json, or from the online bundle the two come from (re-packing at another rank)."""
     from lpm.inference.chunk_step import OnlineSchedule
     from lpm.inference.pack import pack_online_bundle
 
     schedule = OnlineSchedule()
-    recipe = (refiner or backbone) / "recipe.json"
+    source = refiner or backbone
+    recipe, bundle = source / "recipe.json", source.parent / "bundle.json"
     if recipe.is_file():
         data = json.loads(recipe.read_text())
         schedule = OnlineSchedule(
@@ -129,8 +133,17 @@ def pack_online(
             refiner_timestep=data["refiner_timestep"],
             history_sigma=data["history_sigma"],
         )
+    elif bundle.is_file() and json.loads(bundle.read_text()).get("online"):
+        data = json.loads(bundle.read_text())["online"]
+        schedule = OnlineSchedule(
+            backbone_timesteps=tuple(data["backbone_timesteps"]),
+            refiner_timestep=data["refiner_timestep"],
+            history_sigma=data["history_sigma"],
+        )
     if refiner_timestep is not None:
         schedule = dataclasses.replace(schedule, refiner_timestep=refiner_timestep)
+    if history_sigma is not None:
+        schedule = dataclasses.replace(schedule, history_sigma=history_sigma)
     try:
         reports = pack_online_bundle(base, backbone=backbone, refiner=refiner, out=out,
                                      schedule=schedule, name=name, rank=rank,

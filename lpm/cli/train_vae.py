@@ -28,7 +28,9 @@ def train_vae(
         try:
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
-            raise typer.BadParameter(f"{item!r}: {raw!r} is not a number") from None
+            if fields[key].type not in (str, "str"):
+                raise typer.BadParameter(f"{item!r}: {raw!r} is not a number") from None
+            values[key] = raw  # a path or a name
     try:
         recipe = VaeRecipe(**values)
     except (TypeError, ValueError) as err:
@@ -37,10 +39,17 @@ def train_vae(
     if recipe.kind == "wan":
         total += recipe.image_steps + recipe.decoder_steps
     bar = tqdm(total=total, disable=not progress, unit="step")
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "metrics.jsonl"
+    seen = 0
 
     def tick(_done: int, _total: int, metrics: dict) -> None:
+        nonlocal seen
+        seen += 1
         bar.update(1)
         bar.set_postfix({k: f"{v:.4f}" for k, v in metrics.items()})
+        with log_path.open("a") as fh:  # one line per step: the loss parts of that step
+            fh.write(json.dumps({"step": seen, **metrics}) + "\n")
 
     metrics = run_vae_recipe(recipe, out, tick)
     bar.close()

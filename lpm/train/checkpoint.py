@@ -130,6 +130,8 @@ def save_checkpoint(
     (tmp / "rng" / f"rank-{dist_info.rank:05d}.json").write_text(json.dumps(meta))
     model_sd, optim_sd = _gather(model, optimizer, dist_info)
     ema_sd = ema.full_state_dict() if ema is not None else None
+    if ema_sd is not None:  # frozen parameters have no average: the EMA model keeps them as is
+        ema_sd = {name: ema_sd.get(name, value) for name, value in model_sd.items()}
     if dist_info.is_main:
         _write_lpm_dir(tmp, cfg, model_sd)
         if ema_sd is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,6 +131,14 @@ class TrainRecipe:
     motion_weight: float = 0.0
     """Strength of the motion-weighted loss (`lpm.train.conditioning.motion_weights`): latent
     positions that change over the clip (a speaking mouth) count more; 0 weighs all equally."""
+    init: str = ""
+    """Start from these weights instead of a random model (fine-tuning): a bundle (its
+    ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config
+    must fit ``model``. A resumed run restores its own checkpoint instead."""
+    trainable: str = ""
+    """Train only the parameters whose name matches this regular expression (``re.search``);
+    the rest stay frozen (e.g. ``audio`` trains the audio path of a model started from
+    ``init``). Empty: everything trains."""
     seed: int = 0
     """Seed of model init, data order and every per-sample random draw."""
     checkpoint_every: int = 500
@@ -152,6 +161,12 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         get_model_config(self.model)
         self.model_config()  # validates model_overrides
+        try:
+            re.compile(self.trainable)
+        except re.error as err:
+            raise ValueError(
+                f"trainable={self.trainable!r} is not a regular expression: {err}"
+            ) from None
         if self.dataset_size < 1:
             raise ValueError(f"dataset_size={self.dataset_size} must be >= 1")
         if len(self.latent_shape) != 3 or min(self.latent_shape) < 1:

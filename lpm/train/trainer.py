@@ -203,6 +203,32 @@ class StepLoop:
         )  # fmt: skip
 
 
+def _load_init(model: LPMTransformer, init: str) -> None:
+    """Copy the weights of ``init`` (bundle, checkpoint or run directory) into ``model``."""
+    from lpm.distill.models import resolve_checkpoint
+    from lpm.models.dit.checkpoint import load_lpm_checkpoint
+
+    source = load_lpm_checkpoint(resolve_checkpoint(init), dtype=torch.float32)
+    try:
+        model.load_state_dict(source.state_dict(), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"init={init}: its weights do not fit {model.cfg.name!r}: {err}") from None
+    log.info("starting from the weights of %s", init)
+
+
+def _freeze_all_but(model: LPMTransformer, pattern: str) -> None:
+    """Freeze every parameter whose name does not match ``pattern`` (``re.search``)."""
+    import re
+
+    names = [n for n, p in model.named_parameters() if re.search(pattern, n)]
+    if not names:
+        raise ValueError(f"trainable={pattern!r} matches no parameter of {model.cfg.name!r}")
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in names)
+    log.info("training %d of %d parameter tensors (trainable=%r)", len(names),
+             sum(1 for _ in model.parameters()), pattern)  # fmt: skip
+
+
 class Trainer(StepLoop):
     """Owns the model, optimiser, EMA, data order and run directory of one training run."""
 
@@ -218,6 +244,10 @@ class Trainer(StepLoop):
         self.device = dist_info.device
         self.bf16 = self.device.type == "cuda" and recipe.mixed_precision == "bf16"
         model = LPMTransformer(self.cfg).to(self.device)
+        if recipe.init and not resume:
+            _load_init(model, recipe.init)
+        if recipe.trainable:
+            _freeze_all_but(model, recipe.trainable)
         self.model = parallelize(
             model, fsdp=dist_info.world_size > 1,
             activation_checkpointing=recipe.activation_checkpointing, compile=recipe.compile,

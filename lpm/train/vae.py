@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +39,7 @@ from lpm.models.vae import (
     distillation_loss,
     trim_to_vae,
 )
+from lpm.models.vae.nano import NANO_VAE_CLASS
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int, dict], None]
@@ -81,6 +83,18 @@ class VaeRecipe:
     """Residual blocks after each upsampling stage of a new `NanoVAE`'s decoder."""
     norm_groups: int = 0
     """GroupNorm groups in a new `NanoVAE`'s residual blocks (0: none)."""
+    init: str = ""
+    """A `NanoVAE` directory to start from (``nano``). Its weights are loaded into the
+    architecture above; residual blocks it lacks start as the identity (last convolution at
+    zero), so training starts from its exact reconstructions. Empty: random initialisation."""
+    freeze_encoder: bool = False
+    """Train the decoder only (``nano`` with ``init``): the latents stay exactly those of
+    ``init``, so a DiT trained on them keeps working with the new decoder."""
+    temporal_weight: float = 0.0
+    """Weight of an L1 on frame-to-frame differences (``nano``): penalises smearing the 4 frames
+    of a latent into one, which is where a speaking mouth is lost."""
+    lr_schedule: str = "constant"
+    """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
     """Clips used to measure the latent statistics."""
     seed: int = 0
@@ -99,6 +113,14 @@ class VaeRecipe:
             raise ValueError("image_steps, vae_steps and decoder_steps must be >= 0")
         if self.motion_weight < 0:
             raise ValueError(f"motion_weight={self.motion_weight} must be >= 0")
+        if self.temporal_weight < 0:
+            raise ValueError(f"temporal_weight={self.temporal_weight} must be >= 0")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
+        if self.freeze_encoder and not self.init:
+            raise ValueError("freeze_encoder needs init=DIR: a random encoder would stay random")
+        if self.init and self.kind != "nano":
+            raise ValueError("init is for kind=nano")
         self.nano_config()  # validates the architecture fields
 
     def nano_config(self):
@@ -148,33 +170,88 @@ def _image_grad_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (dx(a) - dx(b)).abs().mean() + (dy(a) - dy(b)).abs().mean()
 
 
+def _temporal_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """L1 between the frame-to-frame differences of two videos (B, 3, T, H, W)."""
+    dt = lambda x: x[:, :, 1:] - x[:, :, :-1]
+    return (dt(a) - dt(b)).abs().mean()
+
+
+def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
+    """A `NanoVAE` of ``recipe``'s architecture holding the weights of ``recipe.init``.
+
+    Every tensor of ``init`` must fit the new architecture (widths unchanged); tensors it lacks
+    belong to added residual blocks, whose second convolution starts at zero so each added block
+    is the identity and the warm-started VAE reconstructs exactly as ``init`` does.
+    """
+    from lpm.models.vae import load_vae
+
+    base = load_vae(recipe.init)
+    if not isinstance(base, NanoVAE):
+        raise ValueError(f"init={recipe.init} is not a nano VAE (config.json {NANO_VAE_CLASS!r})")
+    cfg = recipe.nano_config()
+    cfg.latents_mean, cfg.latents_std = base.config.latents_mean, base.config.latents_std
+    if (cfg.enc_dims, cfg.decoder.stage_dims) != (base.config.enc_dims,
+                                                   base.config.decoder.stage_dims):  # fmt: skip
+        raise ValueError("init has other widths than the recipe's architecture")
+    vae = NanoVAE(cfg)
+    missing, unexpected = vae.load_state_dict(base.state_dict(), strict=False)
+    if unexpected:
+        raise ValueError(f"init holds weights the recipe's architecture lacks: {unexpected[:4]}")
+    with torch.no_grad():
+        for name in missing:
+            if name.endswith("conv2.weight") or name.endswith("conv2.bias"):
+                vae.get_parameter(name).zero_()
+            elif "norm" in name:
+                raise ValueError("a warm start cannot add normalisation (norm_groups must match)")
+    return vae
+
+
 def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> NanoVAE:
     """Train the `NanoVAE` on Stage clips (L1, motion-weighted when ``recipe.motion_weight``,
-    + image-gradient L1 + a small latent L2)."""
+    + image-gradient L1 + temporal-difference L1 + a small latent L2)."""
     from lpm.train.conditioning import motion_weights
 
     torch.manual_seed(recipe.seed)
-    vae = NanoVAE(recipe.nano_config()).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 100))
+    vae = (warm_start_nano_vae(recipe) if recipe.init else NanoVAE(recipe.nano_config())).train()
+    if recipe.freeze_encoder:
+        vae.encoder.requires_grad_(False).eval()
+    params = [p for p in vae.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    total = max(recipe.vae_steps, 1)
+
+    def factor(i: int) -> float:
+        warm = min(1.0, (i + 1) / 100)
+        if recipe.lr_schedule == "cosine":
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(i / total, 1.0)))
+        return warm
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     for step in range(recipe.vae_steps):
         video = stage_batch(recipe, step)
-        raw = vae.encode_raw(video)
+        if recipe.freeze_encoder:
+            with torch.no_grad():
+                raw = vae.encode_raw(video)
+        else:
+            raw = vae.encode_raw(video)
         recon = trim_to_vae(vae.decode_raw(raw))
         err = (recon - video).abs()
         if recipe.motion_weight > 0:
             err = err * motion_weights(video, recipe.motion_weight)
         l1 = err.mean()
         grad = _image_grad_l1(recon, video)
+        temporal = _temporal_l1(recon, video)
         reg = raw.pow(2).mean()
         loss = l1 + recipe.gradient_weight * grad + recipe.kl_weight * reg
+        if recipe.temporal_weight > 0:
+            loss = loss + recipe.temporal_weight * temporal
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         if progress is not None:
             progress(step + 1, recipe.vae_steps, {"l1": l1.item(), "grad": grad.item(),
+                                                  "temporal": temporal.item(),
                                                   "l2": reg.item()})  # fmt: skip
     return vae.eval()
 
@@ -294,8 +371,9 @@ def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = N
     else:
         train = train_nano_vae if recipe.kind == "nano" else train_vae
         vae = train(recipe, progress)
-        mean, std = latent_statistics(vae, recipe)
-        vae = with_statistics(vae, mean, std)
+        if not recipe.freeze_encoder:  # a frozen encoder keeps init's latents and statistics
+            mean, std = latent_statistics(vae, recipe)
+            vae = with_statistics(vae, mean, std)
         with atomic_directory(out / "vae") as tmp:
             if isinstance(vae, NanoVAE):
                 vae.save(tmp)

@@ -98,3 +98,33 @@ def test_nano_recipe_motion_weight_and_architecture_fields():
         VaeRecipe(motion_weight=-1.0)
     with pytest.raises(ValueError, match="norm_groups"):
         VaeRecipe(norm_groups=7)
+
+
+def test_warm_start_adds_identity_blocks_and_a_frozen_encoder_keeps_the_latents(tmp_path):
+    from lpm.train.vae import train_nano_vae, warm_start_nano_vae
+
+    torch.manual_seed(4)
+    base = NanoVAE().with_statistics([0.1] * 16, [0.5] * 16).eval()
+    base.save(tmp_path / "base")
+    recipe = VaeRecipe(size=32, frames=5, batch_size=1, vae_steps=3, init=str(tmp_path / "base"),
+                       freeze_encoder=True, decoder_blocks=1, temporal_weight=1.0,
+                       lr_schedule="cosine", lr=1e-2)  # fmt: skip
+    warm = warm_start_nano_vae(recipe).eval()
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():  # the added decoder blocks start as the identity
+        torch.testing.assert_close(warm.decode(warm.encode(video)), base.decode(base.encode(video)))
+    seen = []
+    tuned = train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
+    assert len(seen) == 3 and all("temporal" in m for m in seen)
+    with torch.no_grad():
+        torch.testing.assert_close(tuned.encode(video), base.encode(video))  # encoder frozen
+        assert not torch.allclose(
+            tuned.decode(tuned.encode(video)), base.decode(base.encode(video))
+        )
+    assert tuned.config.latents_std == base.config.latents_std
+    with pytest.raises(ValueError, match="freeze_encoder needs init"):
+        VaeRecipe(freeze_encoder=True)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        VaeRecipe(lr_schedule="step")
+    with pytest.raises(ValueError, match="norm_groups must match"):
+        warm_start_nano_vae(VaeRecipe(init=str(tmp_path / "base"), norm_groups=8))

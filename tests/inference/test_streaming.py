@@ -141,3 +141,22 @@ def test_saved_online_bundle_loads_its_refiner(tmp_path):
 def _offline(tmp_path):
     tiny_bundle().save(tmp_path / "offline")
     return tmp_path / "offline"
+
+
+@pytest.mark.parametrize("decoder", ["light", "vae"])
+def test_chunks_in_parts_deliver_the_same_frames_sooner(decoder):
+    bundle = online_bundle(decoder=decoder)
+    whole = [c.frames for c in session(bundle).chunks(3)]
+    for pipelined in (False, True):
+        parts = list(session(bundle).chunks(3, pipelined=pipelined, part_latents=2))
+        per_chunk = bundle.cfg.latents_per_chunk // 2
+        assert [(p.index, p.part, p.last) for p in parts] == [
+            (i, k, k == per_chunk - 1) for i in range(3) for k in range(per_chunk)
+        ]
+        assert all(p.frames.shape[0] == 8 for p in parts)
+        for i in range(3):
+            joined = np.concatenate([p.frames for p in parts if p.index == i])
+            diff = np.abs(joined.astype(int) - whole[i].astype(int)).max()
+            assert diff <= (0 if decoder == "light" else 1), (pipelined, i, diff)
+    with pytest.raises(ValueError, match="part_latents"):
+        next(session(bundle).chunks(1, part_latents=0))

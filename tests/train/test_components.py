@@ -221,3 +221,43 @@ def test_motion_weight_recipe_field_reaches_the_problem():
     torch.testing.assert_close(p.loss_weight, motion_weights(p.x0, 2.0))
     with pytest.raises(ValueError, match="motion_weight"):
         tiny("motion_weight=-1")
+
+
+def test_init_starts_from_the_weights_of_a_run_and_rejects_other_models(tmp_path):
+    from lpm.distill.models import resolve_checkpoint
+    from lpm.models.dit.checkpoint import load_lpm_checkpoint
+
+    source = tmp_path / "source"
+    Trainer(tiny("steps=2", "seed=1"), source, dist_info=SINGLE, progress=False).fit()
+    start = load_lpm_checkpoint(resolve_checkpoint(source)).state_dict()  # its EMA weights
+    tuned = Trainer(tiny("steps=2", f"init={source}"), tmp_path / "tuned", dist_info=SINGLE,
+                    progress=False)  # fmt: skip
+    for name, value in tuned.model.state_dict().items():
+        assert torch.equal(value, start[name]), name
+    fresh = Trainer(tiny("steps=2"), tmp_path / "fresh", dist_info=SINGLE, progress=False)
+    assert any(not torch.equal(v, start[k]) for k, v in fresh.model.state_dict().items())
+    with pytest.raises(ValueError, match="do not fit"):
+        Trainer(tiny("steps=2", f"init={source}", "model.dim=48", "model.num_heads=3"),
+                tmp_path / "wide", dist_info=SINGLE, progress=False)  # fmt: skip
+
+
+def test_trainable_freezes_the_rest_and_the_ema_checkpoint_stays_complete(tmp_path):
+    from lpm.distill.models import resolve_checkpoint
+    from lpm.models.dit.checkpoint import load_lpm_checkpoint
+
+    source = tmp_path / "source"
+    Trainer(tiny("steps=1", "seed=2"), source, dist_info=SINGLE, progress=False).fit()
+    start = load_lpm_checkpoint(resolve_checkpoint(source)).state_dict()
+    run = tmp_path / "audio"
+    Trainer(tiny("steps=3", f"init={source}", "trainable=audio", "lr=1e-2"), run,
+            dist_info=SINGLE, progress=False).fit()  # fmt: skip
+    for sub in ("", "ema"):  # the model and its EMA are both whole checkpoints
+        tuned = load_lpm_checkpoint(latest_checkpoint(run) / sub).state_dict()
+        assert set(tuned) == set(start)
+        moved = {k for k in tuned if not torch.equal(tuned[k], start[k])}
+        assert moved and all("audio" in k for k in moved), sorted(moved)[:5]
+    with pytest.raises(ValueError, match="matches no parameter"):
+        Trainer(tiny("steps=1", "trainable=^nothing"), tmp_path / "x", dist_info=SINGLE,
+                progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="not a regular expression"):
+        tiny("trainable=(")

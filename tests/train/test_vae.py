@@ -55,3 +55,24 @@ def test_vae_recipe_saves_vae_first_and_reuses_it(tmp_path, monkeypatch):
     monkeypatch.setattr(vae_mod, "train_nano_vae", no_training)
     run_vae_recipe(recipe, tmp_path)
     assert (tmp_path / "vae" / "model.safetensors").read_bytes() == before
+
+
+def test_cli_takes_paths_logs_every_step_and_names_bad_values(tmp_path):
+    from typer.testing import CliRunner
+
+    from lpm.cli.main import app
+    from lpm.models.vae import NanoVAE
+
+    NanoVAE().save(tmp_path / "base")
+    small = ["--set", "size=32", "--set", "frames=5", "--set", "batch_size=1",
+             "--set", "stats_clips=1", "--set", "vae_steps=2"]  # fmt: skip
+    out = tmp_path / "tuned"
+    result = CliRunner().invoke(app, ["train-vae", "--out", str(out), "--no-progress", *small,
+                                      "--set", f"init={tmp_path / 'base'}",
+                                      "--set", "freeze_encoder=true"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2] and {"l1", "temporal"} <= set(lines[0])
+    assert json.loads((out / "vae_card.json").read_text())["recipe"]["init"].endswith("base")
+    bad = CliRunner().invoke(app, ["train-vae", "--out", str(tmp_path / "x"), "--set", "lr=fast"])
+    assert bad.exit_code != 0 and "not a number" in bad.output
