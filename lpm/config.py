@@ -67,6 +67,15 @@ class ModelConfig:
     """Length of one streaming chunk in seconds (1 s in the paper)."""
     speak_window: tuple[int, int] = (4, 4)
     """Speak audio seen by a latent frame: (frames before its span, after it), in video frames."""
+    speak_tokens_per_latent: int = 0
+    """How speak audio becomes cross-attention tokens. 0: one token per video frame, attended as
+    a set within ``speak_window`` (which frame of the window a token came from is lost). n > 0:
+    n tokens per latent frame, made by an MLP from the features of that frame's window **in
+    order**, so a latent frame holding 4 video frames can tell which sound goes with which of
+    them (docs/architecture.md, "Ordered speak audio")."""
+    speak_token_width: int = 16
+    """With ``speak_tokens_per_latent`` > 0: width each audio frame is projected to before the
+    frames of a window are concatenated."""
     listen_window: tuple[int, int] = (48, 8)
     """Listen audio seen by a latent frame: (frames before, frames after), in video frames."""
     reference_offsets: dict[str, int] = field(
@@ -104,6 +113,11 @@ class ModelConfig:
             window = getattr(self, name)
             if len(window) != 2 or min(window) < 0:
                 raise ValueError(f"{name}={window} must be two non-negative frame counts")
+        if self.speak_tokens_per_latent < 0 or self.speak_token_width < 1:
+            raise ValueError(
+                f"speak_tokens_per_latent={self.speak_tokens_per_latent} must be >= 0 and "
+                f"speak_token_width={self.speak_token_width} >= 1"
+            )
         missing = set(REFERENCE_TYPES) - set(self.reference_offsets)
         if missing:
             raise ValueError(f"reference_offsets lacks {sorted(missing)}")

@@ -16,8 +16,21 @@ mkdir -p "$runs"
 lpm data stage --out "$runs/stage64" --clips 2000 --seconds 2 --resolution 64 --seed 0
 [ -f "$runs/nano-encoders/bundle.json" ] || lpm model pack --vae "$runs/nano-vae" --out "$runs/nano-encoders"
 lpm data encode --data "$runs/stage64" --out "$runs/nano-cache" --model "$runs/nano-encoders"
-resume=()
-[ -d "$runs/nano/checkpoints" ] && resume=(--resume)
-lpm train --recipe nano-base --set "data_path=$runs/nano-cache" --out "$runs/nano" "${resume[@]}"
-lpm model pack --vae "$runs/nano-vae" --checkpoint "$runs/nano" --encoders "$runs/nano-encoders" \
-  --out "$bundle" --overwrite
+train() {  # run name, then --set arguments; resumes a run that has checkpoints
+  local out="$runs/$1"; shift
+  local resume=()
+  [ -d "$out/checkpoints" ] && resume=(--resume)
+  lpm train --recipe nano-base --set "data_path=$runs/nano-cache" --out "$out" "$@" "${resume[@]}"
+}
+train nano
+# Ordered speak tokens (docs/architecture.md): the audio path learns them first (2,000 steps),
+# then the whole DiT adapts (1,600 steps over the four stages); both motion-weighted.
+ordered=(--set model.speak_tokens_per_latent=2 --set motion_weight=3 --set warmup_steps=20)
+train nano-ord-audio --set "init=$runs/nano" "${ordered[@]}" --set "trainable=audio|speak_embed" \
+  --set lr=1e-3 --set stages.speak.steps=1600 --set stages.listen.steps=400 \
+  --set stages.identity.steps=0 --set stages.long.steps=0
+train nano-ord --set "init=$runs/nano-ord-audio" "${ordered[@]}" --set lr=1e-4 \
+  --set stages.speak.steps=500 --set stages.listen.steps=300 --set stages.identity.steps=400 \
+  --set stages.long.steps=400
+lpm model pack --vae "$runs/nano-vae" --checkpoint "$runs/nano-ord" \
+  --encoders "$runs/nano-encoders" --audio-scale 2 --out "$bundle" --overwrite

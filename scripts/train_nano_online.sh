@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distil lpm-nano-online from a Base lpm-nano bundle: teacher trajectories, the four stages of
-# DESIGN §3, then a bundle whose backbone and refiner are rank-28 deltas from the base and
+# DESIGN §3, then a bundle whose backbone and refiner are rank-26 deltas from the base and
 # whose VAE and encoders are the base's. Needs the feature cache of scripts/train_nano.sh.
 # Every step resumes or is skipped when its output already exists, so rerun after a kill.
 #   bash scripts/train_nano_online.sh [RUNS_DIR] [BASE_BUNDLE] [BUNDLE_OUT]
@@ -33,4 +33,4 @@ if [ "${STAGES23:-0}" = 1 ]; then
 fi
 stage 4 online-s4 --set "backbone=$backbone" "${dmd[@]}"
 lpm model pack-online --base "$base" --backbone "$backbone" --refiner "$runs/online-s4" \
-  --rank 28 --refiner-timestep 250 --out "$bundle" --overwrite
+  --rank 26 --refiner-timestep 250 --out "$bundle" --overwrite

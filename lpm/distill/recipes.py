@@ -195,9 +195,7 @@ class DistillRecipe:
 
     def student_config(self) -> ModelConfig:
         """The students' config: the teacher's with chunk-causal attention (``-online``)."""
-        cfg = self.model_config()
-        name = cfg.name if cfg.name.endswith("-online") else f"{cfg.name}-online"
-        return cfg.replace(name=name, attention="chunk_causal")
+        return online_config(self.model_config())
 
     def schedule(self) -> OnlineSchedule:
         return OnlineSchedule(
@@ -229,6 +227,12 @@ class DistillRecipe:
             for k, v in data.items()
         }
         return cls(**fixed)
+
+
+def online_config(cfg: ModelConfig) -> ModelConfig:
+    """A Base LPM config made a student's: chunk-causal attention, named ``<name>-online``."""
+    name = cfg.name if cfg.name.endswith("-online") else f"{cfg.name}-online"
+    return cfg.replace(name=name, attention="chunk_causal")
 
 
 def apply_overrides(recipe: DistillRecipe, assignments: list[str]) -> DistillRecipe:

@@ -36,7 +36,7 @@ from lpm.distill.conditions import ClipConditions, clip_conditions, clip_velocit
 from lpm.distill.dmd import critic_loss, dmd_loss, draw_noise, optimizer_step
 from lpm.distill.models import freeze, init_from, load_teacher
 from lpm.distill.perceptual import build_perceptual
-from lpm.distill.recipes import DistillRecipe
+from lpm.distill.recipes import DistillRecipe, online_config
 from lpm.distill.rollout import rollout, teacher_forced
 from lpm.distill.trajectories import TrajectoryCache
 from lpm.parallel import DistInfo, all_reduce_mean, parallelize
@@ -111,10 +111,14 @@ class DistillTrainer(StepLoop):
         self.device = device = dist_info.device
         self.bf16 = device.type == "cuda" and recipe.mixed_precision == "bf16"
         self.schedule = recipe.schedule()
-        self.teacher_cfg, self.cfg = recipe.model_config(), recipe.student_config()
         self.teacher = load_teacher(
-            recipe.teacher, self.teacher_cfg, seed=recipe.seed, device=device
+            recipe.teacher, recipe.model_config(), seed=recipe.seed, device=device
         )
+        # A teacher checkpoint's own architecture (e.g. ordered speak tokens) is authoritative:
+        # the students and the critic start from its weights. The recipe's overrides (the
+        # streaming cache layout) still apply to the students.
+        self.teacher_cfg = self.teacher.cfg
+        self.cfg = online_config(self.teacher.cfg.replace(**recipe.model_overrides))
         self.model = self._parallel(init_from(self.cfg, self.teacher, recipe.init, device))
         self.optimizer, self.scheduler = build_optimizer(self.model, recipe)
         self.ema = EMA(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None

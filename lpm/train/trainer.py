@@ -207,13 +207,22 @@ def _load_init(model: LPMTransformer, init: str) -> None:
     """Copy the weights of ``init`` (bundle, checkpoint or run directory) into ``model``."""
     from lpm.distill.models import resolve_checkpoint
     from lpm.models.dit.checkpoint import load_lpm_checkpoint
+    from lpm.models.dit.state_dict_adapter import is_fresh
 
     source = load_lpm_checkpoint(resolve_checkpoint(init), dtype=torch.float32)
     try:
-        model.load_state_dict(source.state_dict(), strict=True)
+        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        if unexpected:
+            raise RuntimeError(f"unexpected keys {unexpected[:4]}")
+        # An audio module that ``init`` lacks (e.g. ordered speak tokens added to a trained
+        # model) starts fresh; anything else missing means the architectures differ.
+        if [k for k in missing if not k.startswith("speak_embed.")]:
+            raise RuntimeError(f"missing keys {missing[:4]}")
     except RuntimeError as err:
         raise ValueError(f"init={init}: its weights do not fit {model.cfg.name!r}: {err}") from None
-    log.info("starting from the weights of %s", init)
+    fresh = sorted({k.split(".")[0] for k in missing if is_fresh(k)})
+    note = f" ({', '.join(fresh)} fresh)" if fresh else ""
+    log.info("starting from the weights of %s%s", init, note)
 
 
 def _freeze_all_but(model: LPMTransformer, pattern: str) -> None:

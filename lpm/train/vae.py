@@ -93,6 +93,12 @@ class VaeRecipe:
     temporal_weight: float = 0.0
     """Weight of an L1 on frame-to-frame differences (``nano``): penalises smearing the 4 frames
     of a latent into one, which is where a speaking mouth is lost."""
+    mouth_weight: float = 0.0
+    """Extra L1 weight inside each frame's mouth region (``nano``; Stage renders the frame's pose
+    with the mouth shut and wide open, and the pixels that differ are the mouth and jaw,
+    `lpm.data.stage.render.mouth_region`): the region is ~5% of a 64-px frame, so with the
+    plain L1 the latent and decoder spend almost nothing on it. Open or shut, every frame's
+    mouth counts (1 + ``mouth_weight``) times as much."""
     lr_schedule: str = "constant"
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
@@ -115,6 +121,8 @@ class VaeRecipe:
             raise ValueError(f"motion_weight={self.motion_weight} must be >= 0")
         if self.temporal_weight < 0:
             raise ValueError(f"temporal_weight={self.temporal_weight} must be >= 0")
+        if self.mouth_weight < 0:
+            raise ValueError(f"mouth_weight={self.mouth_weight} must be >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
         if self.freeze_encoder and not self.init:
@@ -134,17 +142,31 @@ class VaeRecipe:
 
 def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
     """Video (B, 3, T, S, S) in [-1, 1] of training identities, a function of (seed, step)."""
+    return _stage_clips(recipe, step, size=size)[0]
+
+
+def _stage_clips(
+    recipe: VaeRecipe, step: int, *, size: int | None = None, mouths: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`stage_batch`'s video and, with ``mouths``, each frame's mouth region (B, 1, T, S, S)."""
     from lpm.data.stage.clip import clip_spec_for, render_clip
+    from lpm.data.stage.render import mouth_region
 
     size = size or recipe.size
-    clips = []
+    clips, regions = [], []
     for b in range(recipe.batch_size):
         spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=recipe.frames / 24 + 0.05,
                              size=size, backend="formant")  # fmt: skip
-        frames = render_clip(spec, references=False).frames[: recipe.frames]
-        clips.append(torch.from_numpy(np.ascontiguousarray(frames)))
+        clip = render_clip(spec, references=False)
+        clips.append(torch.from_numpy(np.ascontiguousarray(clip.frames[: recipe.frames])))
+        if mouths:
+            states = (clip.performance.frame_state(clip.clip_start_frame + i)
+                      for i in range(len(clips[-1])))  # fmt: skip
+            regions.append(torch.from_numpy(
+                np.stack([mouth_region(clip.performer, s, size) for s in states])))  # fmt: skip
     video = torch.stack(clips).permute(0, 4, 1, 2, 3).float()
-    return video / 127.5 - 1.0
+    region = torch.stack(regions)[:, None].float() if mouths else None
+    return video / 127.5 - 1.0, region
 
 
 def image_batch(recipe: VaeRecipe, step: int) -> torch.Tensor:
@@ -227,7 +249,7 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     for step in range(recipe.vae_steps):
-        video = stage_batch(recipe, step)
+        video, mouth = _stage_clips(recipe, step, mouths=recipe.mouth_weight > 0)
         if recipe.freeze_encoder:
             with torch.no_grad():
                 raw = vae.encode_raw(video)
@@ -237,6 +259,8 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
         err = (recon - video).abs()
         if recipe.motion_weight > 0:
             err = err * motion_weights(video, recipe.motion_weight)
+        if mouth is not None:
+            err = err * (1.0 + recipe.mouth_weight * mouth)
         l1 = err.mean()
         grad = _image_grad_l1(recon, video)
         temporal = _temporal_l1(recon, video)
@@ -250,9 +274,12 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
         opt.step()
         sched.step()
         if progress is not None:
-            progress(step + 1, recipe.vae_steps, {"l1": l1.item(), "grad": grad.item(),
-                                                  "temporal": temporal.item(),
-                                                  "l2": reg.item()})  # fmt: skip
+            metrics = {"l1": l1.item(), "grad": grad.item(), "temporal": temporal.item(),
+                       "l2": reg.item()}  # fmt: skip
+            if mouth is not None:  # plain L1 inside the mouth regions
+                inside = (recon - video).abs().detach() * mouth
+                metrics["mouth_l1"] = (inside.sum() / (3 * mouth.sum()).clamp(min=1)).item()
+            progress(step + 1, recipe.vae_steps, metrics)
     return vae.eval()
 
 

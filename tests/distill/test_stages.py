@@ -113,3 +113,27 @@ def test_kill_and_resume_gives_the_same_losses(tmp_path):
     keys = ("step", "loss", "grad_norm", "critic_loss", "dmd", "lr")
     curve = lambda run: [tuple(r[k] for k in keys) for r in _metrics(run)]  # noqa: E731
     assert curve(out) == curve(ref)
+
+
+def test_students_take_the_architecture_of_a_teacher_checkpoint(tmp_path):
+    """A teacher with ordered speak tokens (not in the recipe's config) gives students that
+    have them too, initialised from its weights."""
+    recipe = tiny()
+    cfg = recipe.model_config().replace(speak_tokens_per_latent=2)
+    torch.manual_seed(0)
+    save_lpm_checkpoint(LPMTransformer(cfg), tmp_path / "teacher")
+    # stage 3 (on-policy DMD) builds the student and the critic and needs no trajectories
+    records = _distill(tmp_path / "s3", 3, f"teacher={tmp_path / 'teacher'}", "stage_steps=1,1,2,1")
+    assert [r["step"] for r in records] == [1, 2]
+    student = load_lpm_checkpoint(list_checkpoints(tmp_path / "s3")[-1])
+    assert student.cfg.speak_tokens_per_latent == 2 and student.cfg.attention == "chunk_causal"
+    # the recipe's cache layout still applies to the students
+    assert (student.cfg.sink_chunks, student.cfg.window_chunks) == (
+        recipe.model_config().sink_chunks,
+        recipe.model_config().window_chunks,
+    )
+    assert (cfg.sink_chunks, cfg.window_chunks) != (0, 1)
+    _distill(tmp_path / "w", 3, f"teacher={tmp_path / 'teacher'}", "stage_steps=1,1,1,1",
+             "model.sink_chunks=0", "model.window_chunks=1")  # fmt: skip
+    student = load_lpm_checkpoint(list_checkpoints(tmp_path / "w")[-1])
+    assert (student.cfg.sink_chunks, student.cfg.window_chunks) == (0, 1)

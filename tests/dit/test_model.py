@@ -77,9 +77,10 @@ def stream(model, cache, x, t, cond, refs):
     return torch.cat(out, dim=2)
 
 
+@pytest.mark.parametrize("ordered", [0, 2])
 @torch.no_grad()
-def test_streaming_equals_full_chunk_causal_forward():
-    cfg = tiny_cfg()
+def test_streaming_equals_full_chunk_causal_forward(ordered):
+    cfg = tiny_cfg(speak_tokens_per_latent=ordered)
     model = make_model(cfg)
     x, t, cond, refs = inputs(cfg, chunks=4)
     full = model(x, t, references=refs, attention="chunk_causal", **cond)
@@ -95,10 +96,12 @@ def test_streaming_equals_full_chunk_causal_forward():
     assert not torch.allclose(full2, full, atol=1e-3)
 
 
-@pytest.mark.parametrize("sink,window", [(1, 1), (0, 2), (2, 1), (1, 3)])
+@pytest.mark.parametrize(
+    "sink,window,ordered", [(1, 1, 0), (0, 2, 0), (2, 1, 0), (1, 3, 0), (1, 1, 2)]
+)
 @torch.no_grad()
-def test_streaming_with_eviction_equals_windowed_full_forward(sink, window):
-    cfg = tiny_cfg()
+def test_streaming_with_eviction_equals_windowed_full_forward(sink, window, ordered):
+    cfg = tiny_cfg(speak_tokens_per_latent=ordered)
     model = make_model(cfg)
     x, t, cond, refs = inputs(cfg, chunks=5)
     cache = StreamingKVCache(num_layers=cfg.num_layers, sink_chunks=sink, window_chunks=window)
@@ -187,8 +190,9 @@ def test_noisy_history_cache_matches_full_forward_on_renoised_history():
         assert cache.chunks_written == 2  # a read-only step does not write
 
 
-def test_zero_init_audio_is_identity_until_trained():
-    cfg = tiny_cfg()
+@pytest.mark.parametrize("ordered", [0, 2])
+def test_zero_init_audio_is_identity_until_trained(ordered):
+    cfg = tiny_cfg(speak_tokens_per_latent=ordered)
     model = LPMTransformer(cfg)
     x, t, cond, refs = inputs(cfg, chunks=2)
     other = dict(
@@ -238,6 +242,31 @@ def test_audio_windows_are_local_and_streams_interleave():
     out = one(x, t, speak_audio=sp)
     diff = (out - base).abs().amax(dim=(0, 1, 3, 4))
     back, fwd = cfg.speak_window
+    for f in range(8):
+        assert (diff[f] > 0) == (4 * f + 3 + fwd >= 20), f
+
+
+@torch.no_grad()
+def test_ordered_speak_tokens_hear_the_order_within_a_latent_frame():
+    x, t, cond, _ = inputs(tiny_cfg(fps=16), chunks=2)  # 8 latent frames = 32 video frames
+    sp = cond["speak_audio"]
+    swapped = sp.clone()
+    swapped[:, [13, 14]] = sp[:, [14, 13]]  # two frames of latent frame 3's span
+    back, fwd = tiny_cfg().speak_window
+    sees = [f for f in range(8) if 4 * f - back <= 13 and 4 * f + 3 + fwd >= 14]
+    for ordered in (0, 2):
+        model = make_model(tiny_cfg(num_layers=1, fps=16, speak_tokens_per_latent=ordered))
+        diff = (model(x, t, speak_audio=swapped) - model(x, t, speak_audio=sp)).abs()
+        diff = diff.amax(dim=(0, 1, 3, 4))
+        for f in range(8):
+            # as a set, a window that holds both frames cannot tell them apart; in order it can
+            assert (diff[f] > 1e-6) == (ordered > 0 and f in sees), (ordered, f)
+    # ordered tokens stay local: audio from frame 20 on reaches only windows that include it
+    model = make_model(tiny_cfg(num_layers=1, fps=16, speak_tokens_per_latent=2))
+    far = sp.clone()
+    far[:, 20:] += 10
+    diff = (model(x, t, speak_audio=far) - model(x, t, speak_audio=sp)).abs()
+    diff = diff.amax(dim=(0, 1, 3, 4))
     for f in range(8):
         assert (diff[f] > 0) == (4 * f + 3 + fwd >= 20), f
 

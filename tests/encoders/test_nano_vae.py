@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -124,7 +126,26 @@ def test_warm_start_adds_identity_blocks_and_a_frozen_encoder_keeps_the_latents(
     assert tuned.config.latents_std == base.config.latents_std
     with pytest.raises(ValueError, match="freeze_encoder needs init"):
         VaeRecipe(freeze_encoder=True)
+    with pytest.raises(ValueError, match="mouth_weight"):
+        VaeRecipe(mouth_weight=-1.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         VaeRecipe(lr_schedule="step")
     with pytest.raises(ValueError, match="norm_groups must match"):
         warm_start_nano_vae(VaeRecipe(init=str(tmp_path / "base"), norm_groups=8))
+
+
+def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
+    from lpm.train.vae import _stage_clips, train_nano_vae
+
+    recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=2, mouth_weight=20.0)
+    video, mouth = _stage_clips(recipe, 0, mouths=True)
+    assert mouth.shape == (2, 1, 5, 32, 32) and 0 < mouth.mean() < 0.2
+    assert torch.equal(video, _stage_clips(recipe, 0)[0])  # the same clips either way
+    seen = []
+    train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
+    assert len(seen) == 2 and all(m["mouth_l1"] > 0 for m in seen)
+    # the weighted L1 exceeds the plain one by the mouth region's share of the error
+    plain = []
+    train_nano_vae(dataclasses.replace(recipe, mouth_weight=0.0),
+                   progress=lambda i, n, m: plain.append(m))  # fmt: skip
+    assert seen[0]["l1"] > plain[0]["l1"] and "mouth_l1" not in plain[0]

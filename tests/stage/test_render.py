@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from lpm.data.stage.character import make_character
-from lpm.data.stage.render import FrameState, contact_sheet, head_layout, render_frame
+from lpm.data.stage.render import (
+    FrameState,
+    contact_sheet,
+    head_layout,
+    mouth_region,
+    render_frame,
+)
 from lpm.data.stage.schema import EXPRESSIONS, VIEWS
 
 
@@ -76,3 +82,21 @@ def test_raised_brows_show_on_every_face_even_under_hats_and_fringes():
     for s in seeds:
         ch = make_character(s)
         assert abs(_luma(brow_colour(ch)) - _luma(ch.skin)) >= BROW_MIN_CONTRAST * 0.8
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_mouth_region_covers_every_mouth_of_the_pose_and_little_else(seed):
+    ch = make_character(seed)
+    for yaw in (0.0, 15.0):
+        shut = FrameState(yaw=yaw)
+        region = mouth_region(ch, shut, 64)
+        assert region.shape == (64, 64) and 40 < region.sum() < 64 * 64 * 0.12
+        # the same region whatever the mouth is doing in the frame
+        assert np.array_equal(region, mouth_region(ch, FrameState(yaw=yaw, mouth_open=0.7), 64))
+        for open_, rnd in ((0.3, 0.0), (0.8, 0.5), (1.0, 1.0)):
+            moved = render_frame(ch, FrameState(yaw=yaw, mouth_open=open_, mouth_round=rnd), 64)
+            changed = np.abs(moved.astype(int) - render_frame(ch, shut, 64)).max(-1) > 8
+            assert changed.any() and not (changed & ~region).any()
+        ys, _ = np.nonzero(region)
+        (cy, _), head = head_layout(64)
+        assert ys.mean() > cy  # below the head's centre: a mouth, not the eyes

@@ -239,6 +239,13 @@ def test_init_starts_from_the_weights_of_a_run_and_rejects_other_models(tmp_path
     with pytest.raises(ValueError, match="do not fit"):
         Trainer(tiny("steps=2", f"init={source}", "model.dim=48", "model.num_heads=3"),
                 tmp_path / "wide", dist_info=SINGLE, progress=False)  # fmt: skip
+    # ordered speak tokens added to a trained model: the new module starts fresh, the rest loads
+    ordered = Trainer(tiny("steps=2", f"init={source}", "model.speak_tokens_per_latent=2"),
+                      tmp_path / "ordered", dist_info=SINGLE, progress=False)  # fmt: skip
+    state = ordered.model.state_dict()
+    assert any(k.startswith("speak_embed.") for k in state)
+    for name, value in start.items():
+        assert torch.equal(state[name], value), name
 
 
 def test_trainable_freezes_the_rest_and_the_ema_checkpoint_stays_complete(tmp_path):

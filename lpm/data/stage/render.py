@@ -10,6 +10,7 @@ also applies roll, sway and lean. Backgrounds and torsos are cached per characte
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -322,6 +323,30 @@ def render_frame(character: Character, state: FrameState, size: int) -> np.ndarr
     center, head_px = head_layout(size)
     draw_character(img, character, state, center, head_px)
     return img
+
+
+def mouth_region(
+    character: Character, state: FrameState, size: int, *, threshold: int = 8, dilate: int = 1
+) -> np.ndarray:
+    """Where the mouth can be in this frame: (size, size) bool.
+
+    The frame's pose is rendered with the mouth shut and wide open (flat and round); the pixels
+    that differ are the mouth and the jaw that moves with it, whether the mouth in ``state`` is
+    open or not. ``dilate`` grows the region by that many pixels.
+    """
+    shut = render_frame(character, replace(state, mouth_open=0.0, mouth_round=0.0), size)
+    region = np.zeros(shut.shape[:2], dtype=bool)
+    for rnd in (0.0, 1.0):
+        wide = render_frame(character, replace(state, mouth_open=1.0, mouth_round=rnd), size)
+        region |= np.abs(wide.astype(np.int16) - shut).max(axis=-1) > threshold
+    for _ in range(dilate):
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        region = grown
+    return region
 
 
 def contact_sheet(

@@ -74,6 +74,49 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
 
 
+class OrderedAudioEmbed(nn.Module):
+    """Speak audio as ``n`` tokens per latent frame, each made from that frame's window in order.
+
+    A latent frame holds ``span`` video frames (4 with Wan's VAE). Attended as a set, its window
+    of per-frame audio tokens says how much speech there is but not which sound goes with which
+    of the 4 frames, and a mouth opens and closes within 4 frames. Here every audio frame is
+    projected to ``speak_token_width`` channels, the ``back + span + fwd`` frames of the window
+    are concatenated in time order (frames outside the audio are zero) and an MLP maps them to
+    ``n`` tokens. Token ``k`` of latent frame ``f`` is seen only by the video tokens of ``f``.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.back, fwd = cfg.speak_window
+        self.span = cfg.temporal_compression * cfg.patch_size[0]
+        self.slots = self.back + self.span + fwd
+        self.n = cfg.speak_tokens_per_latent
+        self.down = nn.Linear(cfg.audio_dim, cfg.speak_token_width)
+        self.mlp = MLP(
+            self.slots * cfg.speak_token_width, cfg.dim, self.n * cfg.dim,
+            nn.GELU(approximate="tanh"),
+        )  # fmt: skip
+
+    def forward(
+        self, feats: torch.Tensor, fp: int, grid, offset: int
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(B, La, audio_dim) features, token ``a`` at video frame ``a + offset`` ->
+        ((B, fp*n, D) tokens, ((Nv, fp*n) visibility, (Nv, 1) has-any))."""
+        b, n_audio, _ = feats.shape
+        device = feats.device
+        frames = torch.arange(fp, device=device)[:, None] * self.span
+        index = frames + torch.arange(self.slots, device=device)[None, :] - self.back - offset
+        valid = (index >= 0) & (index < n_audio)  # (fp, slots)
+        z = self.down(feats)[:, index.clamp(0, max(n_audio - 1, 0))]  # (B, fp, slots, width)
+        z = z * valid[None, :, :, None].to(z.dtype)
+        tokens = self.mlp(z.flatten(2)).reshape(b, fp * self.n, -1)
+        s = grid[0] * grid[1]
+        own = torch.eye(fp, dtype=torch.bool, device=device)
+        visible = own.repeat_interleave(s, dim=0).repeat_interleave(self.n, dim=1)
+        has_any = valid.any(dim=1).repeat_interleave(s)[:, None].float()
+        return tokens, (visible, has_any)
+
+
 class LPMTransformer(nn.Module):
     """Video DiT with multimodal cross-attention, interleaved dual audio and reference tokens."""
 
@@ -91,6 +134,7 @@ class LPMTransformer(nn.Module):
         self.time_proj = nn.Linear(d, 6 * d)
         self.text_embed = MLP(cfg.text_dim, d, d, nn.GELU(approximate="tanh"))
         self.audio_embed = MLP(cfg.audio_dim, d, d, nn.GELU(approximate="tanh"))
+        self.speak_embed = OrderedAudioEmbed(cfg) if cfg.speak_tokens_per_latent else None
         self.blocks = nn.ModuleList(LPMBlock(cfg, i) for i in range(cfg.num_layers))
         self.head = Head(cfg)
 
@@ -257,16 +301,17 @@ class LPMTransformer(nn.Module):
         )
         mod = self.time_proj(nn.functional.silu(temb)).unflatten(2, (6, -1))
         text_tokens = self.text_embed(text) if text is not None else None
-        audio = {
-            "speak": self.audio_embed(speak_audio) if speak_audio is not None else None,
-            "listen": self.audio_embed(listen_audio) if listen_audio is not None else None,
-        }
-        audio_mask = {
-            stream: self._audio_mask(stream, fp, grid, feats.shape[1], audio_offset, x.device)
-            if feats is not None
-            else None
-            for stream, feats in audio.items()
-        }
+        audio, audio_mask = {}, {}
+        for stream, feats in (("speak", speak_audio), ("listen", listen_audio)):
+            if feats is None:
+                audio[stream] = audio_mask[stream] = None
+            elif stream == "speak" and self.speak_embed is not None:
+                audio[stream], audio_mask[stream] = self.speak_embed(feats, fp, grid, audio_offset)
+            else:
+                audio[stream] = self.audio_embed(feats)
+                audio_mask[stream] = self._audio_mask(
+                    stream, fp, grid, feats.shape[1], audio_offset, x.device
+                )
 
         # 3. attention layout
         ctx = self._context(

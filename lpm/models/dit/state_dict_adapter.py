@@ -95,7 +95,7 @@ _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 def is_fresh(key: str) -> bool:
     """True for our audio tensors, which have no Wan2.1 counterpart and keep their fresh init."""
-    return key.startswith("audio_embed.") or bool(
+    return key.startswith(("audio_embed.", "speak_embed.")) or bool(
         re.match(r"^blocks\.\d+\.cross_attn\.(audio_|norm_audio_k\.)", key)
     )
 
@@ -439,13 +439,17 @@ def fresh_audio_tensors(cfg: ModelConfig, *, seed: int = 0) -> Iterator[tuple[st
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         with torch.device("meta"):
-            embed = LPMTransformer(cfg.replace(num_layers=1)).audio_embed
-        embed = embed.to_empty(device="cpu")
-        for module in embed.modules():
-            if isinstance(module, torch.nn.Linear):
-                module.reset_parameters()
-        for name, tensor in embed.state_dict().items():
-            yield f"audio_embed.{name}", tensor
+            model = LPMTransformer(cfg.replace(num_layers=1))
+        for prefix in ("audio_embed", "speak_embed"):
+            embed = getattr(model, prefix)
+            if embed is None:
+                continue
+            embed = embed.to_empty(device="cpu")
+            for module in embed.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.reset_parameters()
+            for name, tensor in embed.state_dict().items():
+                yield f"{prefix}.{name}", tensor
         for layer in range(cfg.num_layers):
             cross = CrossAttention(cfg, cfg.audio_stream(layer))
             for name, tensor in cross.state_dict().items():
