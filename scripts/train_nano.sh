@@ -32,5 +32,18 @@ train nano-ord-audio --set "init=$runs/nano" "${ordered[@]}" --set "trainable=au
 train nano-ord --set "init=$runs/nano-ord-audio" "${ordered[@]}" --set lr=1e-4 \
   --set stages.speak.steps=500 --set stages.listen.steps=300 --set stages.identity.steps=400 \
   --set stages.long.steps=400
-lpm model pack --vae "$runs/nano-vae" --checkpoint "$runs/nano-ord" \
+# A mouth-weighted VAE (docs/training.md; encoder trained too, so the latents change), the
+# cache re-encoded with it, and the DiT fine-tuned on those latents (1,500 steps).
+[ -f "$runs/nano-vae-mouth/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-mouth" \
+  --set "init=$runs/nano-vae/vae" --set decoder_blocks=1 --set temporal_weight=1.0 \
+  --set motion_weight=3.0 --set mouth_weight=20 --set lr=3e-4 --set lr_schedule=cosine \
+  --set vae_steps=700 --set seed=11
+[ -f "$runs/nano-encoders-mouth/bundle.json" ] || lpm model pack --vae "$runs/nano-vae-mouth" \
+  --encoders "$runs/nano-encoders" --out "$runs/nano-encoders-mouth"
+lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-mouth" \
+  --model "$runs/nano-encoders-mouth"
+train nano-mouth --set "init=$runs/nano-ord" "${ordered[@]}" \
+  --set "data_path=$runs/nano-cache-mouth" --set lr=1.5e-4 --set stages.speak.steps=500 \
+  --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
+lpm model pack --vae "$runs/nano-vae-mouth" --checkpoint "$runs/nano-mouth" \
   --encoders "$runs/nano-encoders" --audio-scale 2 --out "$bundle" --overwrite

@@ -3,7 +3,8 @@
 # DESIGN §3, then a bundle whose backbone and refiner are rank-26 deltas from the base and
 # whose VAE and encoders are the base's. Needs the feature cache of scripts/train_nano.sh.
 # Every step resumes or is skipped when its output already exists, so rerun after a kill.
-#   bash scripts/train_nano_online.sh [RUNS_DIR] [BASE_BUNDLE] [BUNDLE_OUT]
+#   bash scripts/train_nano_online.sh [RUNS_DIR] [BASE_BUNDLE] [BUNDLE_OUT] [CACHE]
+# CACHE is the feature cache made with the base's VAE (default: RUNS_DIR/nano-cache-mouth).
 #
 # At this CPU budget the DMD stages 2-3 lowered held-out identity (docs/distill.md has the
 # table per stage), so the shipped backbone is stage 1's and the refiner (stage 4) is trained
@@ -13,10 +14,11 @@ set -euo pipefail
 runs="${1:-runs}"
 base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
-common=(--recipe nano-online --set "teacher=$base" --set "data_path=$runs/nano-cache")
+cache="${4:-$runs/nano-cache-mouth}"
+common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache")
 dmd=(--set lr=1e-5 --set critic_lr=1e-4)
 
-lpm distill trajectories --recipe nano-online --teacher "$base" --set "data_path=$runs/nano-cache" \
+lpm distill trajectories --recipe nano-online --teacher "$base" --set "data_path=$cache" \
   --out "$runs/online-traj" --count 192 --shard-size 32
 stage() {  # stage number, run name, extra --set arguments
   local n="$1" out="$runs/$2"; shift 2
