@@ -34,8 +34,11 @@ MODES = ("own", "none", "other")
 
 
 @torch.no_grad()
-def denoising_errors(model, cache: Path, limit: int, seed: int = 0) -> dict:
-    """{sigma: {mode: (plain MSE, motion-weighted MSE)}} over ``limit`` speaking clips."""
+def variant_errors(model, cache: Path, clips: list[int], variants: dict, *, sigmas, stage: int,
+                   seed: int = 0) -> dict:  # fmt: skip
+    """{sigma: {variant: (plain MSE, motion-weighted MSE)}} of ``model`` on the cache entries
+    ``clips`` (batches of 8) in curriculum stage ``stage`` of ``nano-base``. Each variant is a
+    function (model kwargs with both conditions kept, entries of the batch) -> model kwargs."""
     from lpm.diffusion import add_noise, sigma_to_timestep
     from lpm.train.batch import collate
     from lpm.train.cache import CachedDataset
@@ -43,35 +46,47 @@ def denoising_errors(model, cache: Path, limit: int, seed: int = 0) -> dict:
     from lpm.train.recipes import apply_overrides, get_recipe
 
     recipe = apply_overrides(get_recipe("nano-base"), [f"data_path={cache}"])
-    stage = recipe.stages[2]  # identity references, speak and listen audio
-    frames = recipe.latent_shape[0]
-    data = CachedDataset(cache, frames=frames, seed=seed)
-    speaking = [i for i in range(len(data)) if data.category(i) == "speak"][:limit]
-    if len(speaking) < 2:
-        raise ValueError(f"{cache} holds fewer than 2 speaking clips")
+    data = CachedDataset(cache, frames=recipe.latent_shape[0], seed=seed)
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for sigma in SIGMAS:
-        sums = {m: np.zeros(2) for m in MODES}
+    for sigma in sigmas:
+        sums = {m: np.zeros(2) for m in variants}
         batches = 0
-        for k in range(0, len(speaking), 8):
-            batch = collate([data[i] for i in speaking[k : k + 8]])
-            problem = build_problem(batch, recipe, stage, 0)
+        for k in range(0, len(clips), 8):
+            part = clips[k : k + 8]
+            batch = collate([data[i] for i in part])
+            problem = build_problem(batch, recipe, recipe.stages[stage], 0)
             x0 = problem.x0
             noise = torch.randn(x0.shape, generator=g)
             s = torch.full((x0.shape[0], x0.shape[2]), sigma)
             x_t = add_noise(x0, noise, s)
             weight = motion_weights(x0, 3.0)
-            kwargs = dict(problem.model_kwargs, drop_text=torch.zeros(x0.shape[0], dtype=bool))
-            for mode in MODES:
-                kw = dict(kwargs, drop_audio=torch.full((x0.shape[0],), mode == "none"))
-                if mode == "other":  # every clip hears its neighbour's speech
-                    kw["speak_audio"] = kwargs["speak_audio"].roll(1, 0)
-                err = (model(x_t, sigma_to_timestep(s), **kw) - (noise - x0)).pow(2)
+            keep = torch.zeros(x0.shape[0], dtype=bool)
+            kwargs = dict(problem.model_kwargs, drop_text=keep, drop_audio=keep)
+            for mode, variant in variants.items():
+                err = model(x_t, sigma_to_timestep(s), **variant(kwargs, part)) - (noise - x0)
+                err = err.pow(2)
                 sums[mode] += [err.mean().item(), (err * weight).mean().item()]
             batches += 1
-        out[sigma] = {m: (sums[m] / batches).tolist() for m in MODES}
+        out[sigma] = {m: (sums[m] / batches).tolist() for m in variants}
     return out
+
+
+def denoising_errors(model, cache: Path, limit: int, seed: int = 0) -> dict:
+    """{sigma: {mode: (plain MSE, motion-weighted MSE)}} over ``limit`` speaking clips."""
+    from lpm.train.cache import CachedDataset
+    from lpm.train.recipes import get_recipe
+
+    data = CachedDataset(cache, frames=get_recipe("nano-base").latent_shape[0], seed=seed)
+    speaking = [i for i in range(len(data)) if data.category(i) == "speak"][:limit]
+    if len(speaking) < 2:
+        raise ValueError(f"{cache} holds fewer than 2 speaking clips")
+    none = lambda kw, _: dict(kw, drop_audio=torch.ones_like(kw["drop_audio"]))  # noqa: E731
+    other = lambda kw, _: dict(kw, speak_audio=kw["speak_audio"].roll(1, 0))  # noqa: E731
+    variants = {"own": lambda kw, _: kw, "none": none, "other": other}
+    # stage 2: identity references, speak and listen audio; every clip hears its neighbour's
+    # speech in "other"
+    return variant_errors(model, cache, speaking, variants, sigmas=SIGMAS, stage=2, seed=seed)
 
 
 def mouth_signal(cache: Path, clips: Path, alpha: float = 1.0) -> dict:
@@ -115,29 +130,45 @@ def mouth_signal(cache: Path, clips: Path, alpha: float = 1.0) -> dict:
             "frames": len(ya), "latent_frames": len(yl)}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def base_parser(doc: str, limit: int, what: str) -> argparse.ArgumentParser:
+    """The arguments this benchmark and `text_use.py` share (``doc``: the script's docstring)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument(
         "--model", default=None, help="bundle, checkpoint or run (default: shipped)"
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/nano-cache"))
     parser.add_argument("--clips", type=Path, default=Path("runs/stage64"))
-    parser.add_argument("--limit", type=int, default=32, help="speaking clips for part 1")
-    args = parser.parse_args()
+    parser.add_argument("--limit", type=int, default=limit, help=what)
+    return parser
 
+
+def load_model(source: str | None):
+    """(source, fp32 eval model) of a bundle, checkpoint or run; None: the shipped lpm-nano."""
     from lpm.distill.models import resolve_checkpoint
     from lpm.inference import shipped_bundle_path
     from lpm.models.dit.checkpoint import load_lpm_checkpoint
 
-    source = args.model or str(shipped_bundle_path())
-    model = load_lpm_checkpoint(resolve_checkpoint(source), dtype=torch.float32).eval()
-    errors = denoising_errors(model, args.cache, args.limit)
-    print(f"denoising error of {source} on {args.limit} speaking clips (plain / motion-weighted)")
-    print(f"{'sigma':>6}" + "".join(f"{m:>18}" for m in MODES) + f"{'other - own':>16}")
+    source = source or str(shipped_bundle_path())
+    return source, load_lpm_checkpoint(resolve_checkpoint(source), dtype=torch.float32).eval()
+
+
+def print_errors(errors: dict, modes: tuple[str, ...], title: str) -> None:
+    """The error table and the motion-weighted gap of ``modes[1]`` over ``modes[0]``."""
+    gap_mode = modes[1]
+    print(title)
+    print(f"{'sigma':>6}" + "".join(f"{m:>18}" for m in modes) + f"{gap_mode + ' - own':>16}")
     for sigma, row in errors.items():
-        gap = row["other"][1] - row["own"][1]
-        cells = "".join(f"{row[m][0]:>9.4f}{row[m][1]:>9.4f}" for m in MODES)
+        gap = row[gap_mode][1] - row[modes[0]][1]
+        cells = "".join(f"{row[m][0]:>9.4f}{row[m][1]:>9.4f}" for m in modes)
         print(f"{sigma:>6}{cells}{gap:>16.4f}")
+
+
+def main() -> None:
+    args = base_parser(__doc__, 32, "speaking clips for part 1").parse_args()
+    source, model = load_model(args.model)
+    errors = denoising_errors(model, args.cache, args.limit)
+    title = f"denoising error of {source} on {args.limit} speaking clips (plain / motion-weighted)"
+    print_errors(errors, ("own", "other", "none"), title)
     signal = mouth_signal(args.cache, args.clips)
     print(
         f"held-out correlation with the true mouth opening: audio window "

@@ -8,6 +8,8 @@ model with the ground-truth renderings of the same audio and script, read by the
 - mouth still while listening: mean probe mouth opening over listening frames, and the fraction
   of frames with the mouth open while only the partner speaks (`false_lip_rate`);
 - identity: similarity of every frame to the reference (`id_similarity`), model / truth >= 0.9;
+  also its 5th percentile and its drift (slope of the per-second means, per minute), which show
+  a continuation that loses the character;
 - text control: requested actions recognised in >= 70% of the text-controlled segments.
 
     python benchmarks/nano_quality.py [--model DIR] [--out runs/heldout] [--limit N]
@@ -54,6 +56,7 @@ def summarise(out: Path, system: str) -> dict:
     rows = {}
     for key, subsets in (("truth_mouth_corr", speaking), ("listen_mouth", None),
                          ("false_lip_rate", None), ("id_similarity", None),
+                         ("id_similarity_p5", None), ("id_drift_per_min", None),
                          ("sync_corr", speaking)):  # fmt: skip
         rows[key] = {"model": _mean(gen, key, subsets), "truth": _mean(truth, key, subsets)}
     ok_g, n_g = _actions(gen)

@@ -46,4 +46,4 @@ train nano-mouth --set "init=$runs/nano-ord" "${ordered[@]}" \
   --set "data_path=$runs/nano-cache-mouth" --set lr=1.5e-4 --set stages.speak.steps=500 \
   --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
 lpm model pack --vae "$runs/nano-vae-mouth" --checkpoint "$runs/nano-mouth" \
-  --encoders "$runs/nano-encoders" --audio-scale 2 --out "$bundle" --overwrite
+  --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 2 --out "$bundle" --overwrite

@@ -75,6 +75,9 @@ def generate(
     text_scale: float = typer.Option(None, help="Text guidance scale (bundle default)."),
     audio_scale: float = typer.Option(None, help="Audio guidance scale (bundle default)."),
     solver: str = typer.Option(None, help="unipc or euler (bundle default)."),
+    context_sigma: float = typer.Option(
+        None, help="Noise level on a continuing segment's context latents (bundle default)."
+    ),
     out: Path = typer.Option(Path("lpm.mp4"), help="Output mp4 (H.264 + AAC)."),
     device: str = typer.Option("cpu", help="Torch device."),
     online: bool = typer.Option(False, "--online", help="Stream with the distilled online model."),
@@ -121,6 +124,7 @@ def generate(
                 text_scale=text_scale,
                 audio_scale=audio_scale,
                 solver=solver,
+                context_sigma=context_sigma,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
             )
         path = video.save(out)

@@ -76,8 +76,13 @@ def pack(
     size: int = typer.Option(64, help="Frame height and width in pixels."),
     segment_latents: int = typer.Option(12, help="Latent frames per offline segment."),
     steps: int = typer.Option(20, help="Default denoising steps."),
-    text_scale: float = typer.Option(4.0, help="Default text guidance scale."),
+    text_scale: float = typer.Option(
+        2.0, help="Default text guidance scale (4 over-drives lpm-nano: docs/training.md)."
+    ),
     audio_scale: float = typer.Option(4.0, help="Default audio guidance scale."),
+    context_sigma: float = typer.Option(
+        0.0, help="Default noise level on a continuing segment's context latents."
+    ),
     half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16."),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
@@ -88,7 +93,8 @@ def pack(
     try:
         settings = PackSettings(
             name=name, config=config, size=size, segment_latents=segment_latents,
-            sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale),
+            sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale,
+                                      context_sigma=context_sigma),
         )  # fmt: skip
         path = pack_bundle(settings, vae_dir=vae, out=out, checkpoint=checkpoint,
                            encoders=encoders, half=half, overwrite=overwrite)  # fmt: skip

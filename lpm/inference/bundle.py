@@ -65,8 +65,13 @@ class SamplingDefaults:
     """Classifier-free guidance scale of the audio condition (on top of text)."""
     solver: str = "unipc"
     """``unipc`` or ``euler``."""
+    context_sigma: float = 0.0
+    """Noise level σ put on a continuing segment's context latents (the previous segment's
+    output) for a model trained with stage ``context_noise``; 0 holds them clean."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.context_sigma < 1.0:
+            raise ValueError(f"context_sigma must be in [0, 1), got {self.context_sigma}")
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.solver not in ("unipc", "euler"):

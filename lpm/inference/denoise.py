@@ -34,7 +34,9 @@ class SegmentConditions:
     references: References | None
     """Clean reference latents (first frame and identity references), or None."""
     context: torch.Tensor | None = None
-    """(1, C, k, h, w) clean latents continuing the previous segment, or None."""
+    """(1, C, k, h, w) latents continuing the previous segment, or None."""
+    context_sigma: float = 0.0
+    """Noise level of ``context`` (already noised to it); 0: clean."""
 
 
 def guided_velocity(
@@ -46,8 +48,8 @@ def guided_velocity(
 ) -> GuidedModel:
     """A ``(x, sigma) -> v`` callable with nested text/audio guidance and clean context frames.
 
-    Context frames are held at their clean values with timestep 0 and get zero velocity, so any
-    sampler leaves them as they are.
+    Context frames are held at their given values with timestep ``context_sigma`` (0: clean)
+    and get zero velocity, so any sampler leaves them as they are.
     """
     conditions: Conditions = {
         "text": {"features": cond.text, "mask": cond.text_mask},
@@ -60,7 +62,7 @@ def guided_velocity(
         timestep = (1000.0 * sigma.reshape(b, 1)).expand(b, f).clone()
         if k:
             x = torch.cat((cond.context.expand(b, -1, -1, -1, -1).to(x), x[:, :, k:]), dim=2)
-            timestep[:, :k] = 0.0
+            timestep[:, :k] = 1000.0 * cond.context_sigma
         refs = cond.references
         if refs is not None:
             refs = References(refs.latents.expand(b, -1, -1, -1, -1), refs.kinds)

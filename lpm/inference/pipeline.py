@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lpm.diffusion import flow_sigmas, sample
+from lpm.diffusion import add_noise, flow_sigmas, sample
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.denoise import SegmentConditions, guided_velocity
 from lpm.media import fit_image, write_mp4
@@ -218,6 +218,7 @@ class Pipeline:
         audio_scale: float | None = None,
         shift: float | None = None,
         solver: str | None = None,
+        context_sigma: float | None = None,
         progress: ProgressFn | None = None,
     ) -> GeneratedVideo:
         """Generate a video of the character in ``image`` (H, W, 3 uint8 RGB).
@@ -232,7 +233,7 @@ class Pipeline:
         )  # fmt: skip
         latents = self.sample_latents(
             prepared, seed=seed, steps=steps, text_scale=text_scale, audio_scale=audio_scale,
-            shift=shift, solver=solver, progress=progress,
+            shift=shift, solver=solver, context_sigma=context_sigma, progress=progress,
         )  # fmt: skip
         return self.video(prepared, latents)
 
@@ -324,24 +325,34 @@ class Pipeline:
         audio_scale: float | None = None,
         shift: float | None = None,
         solver: str | None = None,
+        context_sigma: float | None = None,
         progress: ProgressFn | None = None,
     ) -> torch.Tensor:
         """Denoise every segment of a prepared video; returns its (1, C, F, h, w) latents."""
         cfg, defaults = self.bundle.cfg, self.bundle.spec.sampling
         steps = steps or defaults.steps
+        ctx_sigma = defaults.context_sigma if context_sigma is None else context_sigma
+        if not 0.0 <= ctx_sigma < 1.0:
+            raise ValueError(f"context_sigma must be in [0, 1), got {ctx_sigma}")
         plans = prepared.plans
         total_steps = steps * len(plans)
         grid = prepared.first.shape[3:]
         latents = torch.zeros(1, cfg.out_channels, prepared.n_latents, *grid, device=self.device)
         for i, plan in enumerate(plans):
+            cond = self.segment_conditions(prepared, i, latents)
+            gen = torch.Generator(device="cpu").manual_seed(seed * 1000003 + i)
+            noise = torch.randn((1, cfg.out_channels, plan.length, *grid), generator=gen)
+            if cond.context is not None and ctx_sigma > 0:
+                g_ctx = torch.Generator(device="cpu").manual_seed(seed * 1000003 + i + 500009)
+                ctx_noise = torch.randn(cond.context.shape, generator=g_ctx).to(cond.context)
+                cond.context = add_noise(cond.context, ctx_noise, ctx_sigma)
+                cond.context_sigma = ctx_sigma
             model_fn = guided_velocity(
                 self.bundle.transformer,
-                self.segment_conditions(prepared, i, latents),
+                cond,
                 text_scale=defaults.text_scale if text_scale is None else text_scale,
                 audio_scale=defaults.audio_scale if audio_scale is None else audio_scale,
             )
-            gen = torch.Generator(device="cpu").manual_seed(seed * 1000003 + i)
-            noise = torch.randn((1, cfg.out_channels, plan.length, *grid), generator=gen)
             sigmas = flow_sigmas(steps, shift=shift or defaults.shift)
 
             def callback(step, _n, _x, _x0, offset=i * steps):

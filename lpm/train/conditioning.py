@@ -106,6 +106,19 @@ def _per_sample(recipe: TrainRecipe, stage: StageRecipe, step: int, index: int, 
     )
 
 
+def _context_sigmas(recipe: TrainRecipe, stage: StageRecipe, step: int, indices) -> torch.Tensor:
+    """(B,) noise level of each sample's context frames: U(0, ``context_noise``), or 0. Drawn
+    from a stream of its own, so a stage without context noise draws exactly what it always
+    drew."""
+    if stage.context_noise <= 0:
+        return torch.zeros(len(indices))
+    draws = []
+    for i in indices:
+        g = torch.Generator().manual_seed(mix_seed(recipe.seed, step, int(i), 6))
+        draws.append(float(torch.rand((), generator=g, dtype=torch.float64)) * stage.context_noise)
+    return torch.tensor(draws, dtype=torch.float32)
+
+
 def build_problem(
     batch: TrainBatch, recipe: TrainRecipe, stage: StageRecipe, step: int
 ) -> FlowProblem:
@@ -119,7 +132,8 @@ def build_problem(
     drop_audio = torch.tensor([d[3] for d in draws], dtype=torch.bool)
     n_ctx = torch.tensor([d[4] for d in draws])
     context = torch.arange(f)[None, :] < n_ctx[:, None]  # (B, F)
-    sigma = torch.where(context, 0.0, sigma_b[:, None].expand(b, f)).to(x0.device)
+    ctx_sigma = _context_sigmas(recipe, stage, step, batch.indices)
+    sigma = torch.where(context, ctx_sigma[:, None], sigma_b[:, None].expand(b, f)).to(x0.device)
     g_step = torch.Generator().manual_seed(mix_seed(recipe.seed, step, 5))
     kwargs: dict[str, Any] = {
         "text": batch.text.float(),

@@ -62,6 +62,11 @@ class StageRecipe:
     """(min, max) clean leading latent frames per sample, drawn uniformly; (0, 0) = none."""
     context_drop_prob: float = 0.0
     """Probability per sample that the ground-truth context is dropped (no clean frames)."""
+    context_noise: float = 0.0
+    """Largest noise level σ put on the context frames, drawn uniformly per sample (no loss on
+    them either way). A continuation's context is the model's own, slightly wrong output, not
+    ground truth; a little noise on it in training teaches the model not to copy its errors
+    forward. Inference adds the bundle's ``context_sigma`` likewise. 0: clean context."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -76,6 +81,10 @@ class StageRecipe:
             )
         for name in ("global_reference_prob", "extra_reference_prob", "context_drop_prob"):
             _check_prob(f"stage {self.name!r}: {name}", getattr(self, name))
+        if not 0.0 <= self.context_noise < 1.0:
+            raise ValueError(
+                f"stage {self.name!r}: context_noise={self.context_noise} must be in [0, 1)"
+            )
         lo, hi = self.context_frames
         if not 0 <= lo <= hi:
             raise ValueError(

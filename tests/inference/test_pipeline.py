@@ -135,6 +135,36 @@ def test_generation_is_seeded_and_survives_a_bundle_round_trip(tmp_path):
     assert np.abs(a.frames.astype(int) - d.frames.astype(int)).max() <= 1
 
 
+def test_context_sigma_noises_the_continuation_context_only():
+    bundle = tiny_bundle()
+    seen = []
+    forward = bundle.transformer.forward
+
+    def spy(x, timestep, **kw):
+        seen.append(timestep.clone())
+        return forward(x, timestep, **kw)
+
+    bundle.transformer.forward = spy
+    pipe = Pipeline(bundle)
+    clean = pipe.generate(face(), speak_audio=tone(2.0), seed=1)
+    second = [t for t in seen if t.shape[1] == 7]  # segment 1: 2 context + 5 new latents
+    assert second and all((t[:, :2] == 0).all() for t in second)  # clean context
+    seen.clear()
+    noisy = pipe.generate(face(), speak_audio=tone(2.0), seed=1, context_sigma=0.1)
+    second = [t for t in seen if t.shape[1] == 7]
+    assert second and all(torch.allclose(t[:, :2], torch.tensor(100.0)) for t in second)
+    assert all((t[:, 2:] > 100).all() for t in second)
+    n0 = plan_segments(12, 8, 2, 1)[1].start + 2  # segment 0 alone made these latents
+    assert torch.equal(noisy.latents[:, :, :n0], clean.latents[:, :, :n0])
+    assert not torch.equal(noisy.latents, clean.latents)
+    again = pipe.generate(face(), speak_audio=tone(2.0), seed=1, context_sigma=0.1)
+    assert torch.equal(again.latents, noisy.latents)
+    with pytest.raises(ValueError, match="context_sigma"):
+        pipe.generate(face(), speak_audio=tone(2.0), context_sigma=1.5)
+    with pytest.raises(ValueError, match="context_sigma"):
+        SamplingDefaults(context_sigma=-0.1)
+
+
 def test_seconds_loops_short_audio_and_idle_needs_seconds():
     pipe = Pipeline(tiny_bundle())
     video = pipe.generate(face(), speak_audio=tone(0.5), seconds=1.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -124,6 +125,27 @@ def test_conditioning_follows_the_stage():
     assert torch.equal(q.sigma == 0, ~q.loss_mask)
     ctx = ~q.loss_mask
     assert torch.equal(q.x_t.permute(0, 2, 1, 3, 4)[ctx], q.x0.permute(0, 2, 1, 3, 4)[ctx])
+
+
+def test_context_noise_noises_only_the_context_and_leaves_clean_stages_as_they_were():
+    recipe = tiny()
+    data = SyntheticDataset(recipe.model_config(), size=32, latent_shape=(6, 4, 4), seed=0)
+    batch = collate([data[i] for i in range(32)])
+    long = recipe.stages[3]
+    clean = build_problem(batch, recipe, long, step=0)
+    noisy_stage = dataclasses.replace(long, context_noise=0.2)
+    q = build_problem(batch, recipe, noisy_stage, step=0)
+    ctx = ~q.loss_mask
+    assert torch.equal(q.loss_mask, clean.loss_mask)  # same context lengths, no loss on them
+    assert torch.equal(q.sigma[~ctx], clean.sigma[~ctx])  # the rest draws what it always drew
+    assert torch.equal(q.noise, clean.noise)
+    sig = q.sigma[ctx]
+    assert (sig > 0).all() and (sig <= 0.2).all() and sig.std() > 0  # per sample, U(0, 0.2)
+    frames = lambda t: t.permute(0, 2, 1, 3, 4)[ctx]
+    assert not torch.equal(frames(q.x_t), frames(q.x0))
+    assert torch.equal(build_problem(batch, recipe, noisy_stage, step=0).sigma, q.sigma)
+    with pytest.raises(ValueError, match="context_noise"):
+        dataclasses.replace(long, context_noise=1.0)
 
 
 def test_run_dir_metrics_plots_and_checkpoint_round_trip(tmp_path):
