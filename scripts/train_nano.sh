@@ -45,5 +45,18 @@ lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-mouth" \
 train nano-mouth --set "init=$runs/nano-ord" "${ordered[@]}" \
   --set "data_path=$runs/nano-cache-mouth" --set lr=1.5e-4 --set stages.speak.steps=500 \
   --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
-lpm model pack --vae "$runs/nano-vae-mouth" --checkpoint "$runs/nano-mouth" \
+# 700 more VAE steps at mouth weight 40 (clip lip-sync ceiling 0.40 -> 0.51), the cache
+# re-encoded once more and the DiT fine-tuned on those latents (docs/training.md).
+[ -f "$runs/nano-vae-m40/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-m40" \
+  --set "init=$runs/nano-vae-mouth/vae" --set decoder_blocks=1 --set temporal_weight=1.0 \
+  --set motion_weight=3.0 --set mouth_weight=40 --set lr=2e-4 --set lr_schedule=cosine \
+  --set vae_steps=700 --set seed=12
+[ -f "$runs/nano-encoders-m40/bundle.json" ] || lpm model pack --vae "$runs/nano-vae-m40" \
+  --encoders "$runs/nano-encoders" --out "$runs/nano-encoders-m40"
+lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-m40" \
+  --model "$runs/nano-encoders-m40"
+train nano-m40 --set "init=$runs/nano-mouth" "${ordered[@]}" \
+  --set "data_path=$runs/nano-cache-m40" --set lr=1.5e-4 --set stages.speak.steps=500 \
+  --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
+lpm model pack --vae "$runs/nano-vae-m40" --checkpoint "$runs/nano-m40" \
   --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 2 --out "$bundle" --overwrite

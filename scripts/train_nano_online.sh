@@ -4,7 +4,7 @@
 # whose VAE and encoders are the base's. Needs the feature cache of scripts/train_nano.sh.
 # Every step resumes or is skipped when its output already exists, so rerun after a kill.
 #   bash scripts/train_nano_online.sh [RUNS_DIR] [BASE_BUNDLE] [BUNDLE_OUT] [CACHE]
-# CACHE is the feature cache made with the base's VAE (default: RUNS_DIR/nano-cache-mouth).
+# CACHE is the feature cache made with the base's VAE (default: RUNS_DIR/nano-cache-m40).
 #
 # At this CPU budget the DMD stages 2-3 lowered held-out identity (docs/distill.md has the
 # table per stage), so the shipped backbone is stage 1's and the refiner (stage 4) is trained
@@ -14,7 +14,7 @@ set -euo pipefail
 runs="${1:-runs}"
 base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
-cache="${4:-$runs/nano-cache-mouth}"
+cache="${4:-$runs/nano-cache-m40}"
 common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache")
 dmd=(--set lr=1e-5 --set critic_lr=1e-4)
 
