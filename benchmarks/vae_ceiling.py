@@ -40,15 +40,41 @@ def _to_frames(video_t3hw: torch.Tensor) -> np.ndarray:
     return ((video_t3hw.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
 
 
+def speech_windows(feats_td: torch.Tensor, starts: list[int], length: int) -> torch.Tensor:
+    """(len(starts), length, D) slices of per-frame speech features, silence outside them."""
+    from lpm.models.vae.light_decoder import SILENCE_LOG_MEL
+
+    t, d = feats_td.shape
+    out = feats_td.new_full((len(starts), length, d), SILENCE_LOG_MEL)
+    for i, s in enumerate(starts):
+        lo, hi = max(s, 0), min(s + length, t)
+        if hi > lo:
+            out[i, lo - s : hi - s] = feats_td[lo:hi]
+    return out
+
+
 @torch.no_grad()
-def reconstruct(vae, frames: np.ndarray, mode: str) -> np.ndarray:
-    """Ground-truth frames through ``vae``: as one clip (``clip``) or frame by frame (``frame``)."""
+def reconstruct(vae, frames: np.ndarray, mode: str, speech: torch.Tensor | None = None):
+    """Ground-truth frames through ``vae``: as one clip (``clip``) or frame by frame (``frame``).
+
+    ``speech`` (T, D): the speak audio's features per frame, for a decoder that reads them.
+    """
     x = _to_tensor(frames)
     t = x.shape[0]
-    if mode == "frame":
-        return _to_frames(vae.decode(vae.encode(x[:, :, None]))[:, :, 0])
+    past, ahead = vae.decoder.speech_context if getattr(vae, "speech_dim", 0) else (0, 0)
+    if speech is not None and not getattr(vae, "speech_dim", 0):
+        speech = None
+    if mode == "frame":  # decoded frame 3 of a one-latent decode is the frame itself
+        windows = None
+        if speech is not None:
+            windows = speech_windows(speech, [i - 3 - past for i in range(t)], past + 4 + ahead)
+        return _to_frames(vae.decode(vae.encode(x[:, :, None]), speech=windows)[:, :, 0])
     n = 1 + 4 * ((t - 1) // 4)
-    y = _to_frames(vae.decode(vae.encode(x[:n].permute(1, 0, 2, 3)[None]))[0].permute(1, 0, 2, 3))
+    window = None
+    if speech is not None:  # decoded frame j of the whole clip is video frame j - 3
+        window = speech_windows(speech, [-3 - past], past + n + 3 + ahead)
+    latents = vae.encode(x[:n].permute(1, 0, 2, 3)[None])
+    y = _to_frames(vae.decode(latents, speech=window)[0].permute(1, 0, 2, 3))
     if n < t:  # the 1-3 frames past the last whole group: hold the last decoded frame
         y = np.concatenate([y, np.repeat(y[-1:], t - n, axis=0)])
     return y
@@ -69,9 +95,11 @@ def main() -> None:
     from lpm.bench.suites import load_suite
     from lpm.inference import shipped_bundle_path
     from lpm.media import write_mp4
+    from lpm.models.audio import LogMelFeatures
     from lpm.models.vae import load_vae
 
     vae = load_vae(args.vae or shipped_bundle_path() / "vae").eval()
+    mel = LogMelFeatures()
     suite = load_suite(SUITE)
     cases = suite.cases[: args.limit] if args.limit else suite.cases
     modes = ("clip", "frame")
@@ -87,7 +115,12 @@ def main() -> None:
             inputs = materialize(case, suite.root, args.out / "cases" / case.id)
             if inputs.truth_frames is None:
                 raise ValueError(f"case {case.id} of {SUITE} has no ground-truth video")
-            write_mp4(path, reconstruct(vae, inputs.truth_frames, mode), int(round(case.fps)),
+            speech = None
+            if getattr(vae, "speech_dim", 0):
+                wave = torch.from_numpy(np.asarray(inputs.speak, np.float32))[None]
+                speech = mel(wave, len(inputs.truth_frames))[0]
+            frames = reconstruct(vae, inputs.truth_frames, mode, speech)
+            write_mp4(path, frames, int(round(case.fps)),
                       inputs.speak, inputs.sample_rate)  # fmt: skip
         run_suite(RunConfig(suite=SUITE, out=args.out, videos=videos, system=system,
                             limit=args.limit, progress=False))  # fmt: skip

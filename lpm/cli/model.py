@@ -105,6 +105,47 @@ def pack(
     typer.echo(f"wrote {path} ({size_mb:.1f} MB)")
 
 
+@app.command("swap-decoder")
+def swap_decoder(
+    bundle: Path = typer.Option(..., help="Bundle whose VAE decoder to replace."),
+    vae: Path = typer.Option(..., help="`lpm train-vae` output trained with freeze_encoder."),
+    out: Path = typer.Option(..., help="Bundle directory to write."),
+    half: bool = typer.Option(True, "--half/--full", help="Store weights as fp16."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
+) -> None:
+    """Give a bundle a new VAE decoder (e.g. one that reads speech) over the same encoder.
+
+    The transformer keeps working only if the latents do not change, so the new VAE's encoder
+    and latent statistics must equal the bundle's.
+    """
+    import torch
+
+    from lpm.inference.bundle import ModelBundle
+    from lpm.models.vae import load_vae
+
+    try:
+        model = ModelBundle.load(bundle)
+        new = load_vae(vae)
+        old_enc = {k: v for k, v in model.vae.state_dict().items() if k.startswith("encoder.")}
+        new_enc = {k: v for k, v in new.state_dict().items() if k.startswith("encoder.")}
+        same = old_enc.keys() == new_enc.keys() and all(
+            torch.allclose(old_enc[k], new_enc[k], atol=1e-3, rtol=1e-3) for k in old_enc
+        )
+        same = same and torch.allclose(model.vae.latents_mean, new.latents_mean, atol=1e-4)
+        same = same and torch.allclose(model.vae.latents_std, new.latents_std, atol=1e-4)
+        if not same:
+            raise ValueError(
+                f"{vae} encodes differently from {bundle}'s VAE: train it with "
+                f"--set init={bundle}/vae --set freeze_encoder=true"
+            )
+        model.vae = new
+        path = model.save(out, overwrite=overwrite, half=half)
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"wrote {path} (decoder from {vae})")
+
+
 @app.command("pack-online")
 def pack_online(
     base: Path = typer.Option(..., help="The Base LPM bundle the students were distilled from."),

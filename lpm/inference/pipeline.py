@@ -373,7 +373,7 @@ class Pipeline:
         """Decode ``latents`` (1, C, F, h, w) of a prepared video, with its mixed audio."""
         mix = np.clip(prepared.speak + prepared.listen, -1.0, 1.0).astype(np.float32)
         return GeneratedVideo(
-            frames=self.decode(latents),
+            frames=self.decode(latents, prepared.audio_features["speak"]),
             fps=self.bundle.cfg.fps,
             audio=mix,
             sample_rate=self.bundle.spec.sample_rate,
@@ -381,16 +381,37 @@ class Pipeline:
         )
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(T, H, W, 3) uint8 frames of (1, C, F, h, w) latents; T = F * temporal compression."""
+    def decode(self, latents: torch.Tensor, speak_features: torch.Tensor | None = None):
+        """(T, H, W, 3) uint8 frames of (1, C, F, h, w) latents; T = F * temporal compression.
+
+        ``speak_features`` (1, T, D): the speak audio's features, which a decoder with a speech
+        path reads (lpm-nano's); None decodes as if the performer were silent.
+        """
         span = self.bundle.cfg.temporal_compression
         if self.bundle.spec.decoder == "light":
             video = self.bundle.light_decoder(latents)
         else:
-            video = self.bundle.vae.decode(latents)  # (1, 3, 1 + 4(F-1), H, W)
+            speech = decoder_speech(self.bundle, speak_features)
+            kw = {} if speech is None else {"speech": speech}
+            video = self.bundle.vae.decode(latents, **kw)  # (1, 3, 1 + 4(F-1), H, W)
             video = torch.cat([video[:, :, :1]] * (span - 1) + [video], dim=2)
         video = ((video[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return video.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def decoder_speech(bundle: ModelBundle, speak_features: torch.Tensor | None):
+    """``speak_features`` if the bundle's VAE decoder reads speech, else None; a decoder that
+    reads features of another width than the audio encoder's is a broken bundle."""
+    dim = getattr(bundle.vae, "speech_dim", 0)
+    if not dim or speak_features is None:
+        return None
+    if speak_features.shape[-1] != dim:
+        raise ValueError(
+            f"the VAE decoder reads {dim}-wide speech features but the bundle's audio encoder "
+            f"({bundle.spec.audio_encoder}) gives {speak_features.shape[-1]}: pack the bundle "
+            "with the encoders its VAE was trained with"
+        )
+    return speak_features
 
 
 def _fit(wave: np.ndarray | None, n: int) -> np.ndarray:

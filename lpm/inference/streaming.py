@@ -21,7 +21,7 @@ import torch
 
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
-from lpm.inference.pipeline import ReferenceImage, _references
+from lpm.inference.pipeline import ReferenceImage, _references, decoder_speech
 from lpm.media import fit_image
 
 
@@ -113,7 +113,9 @@ class StreamingSession:
         self.latent_shape = (1, cfg.out_channels, cfg.latents_per_chunk, *first.shape[3:])
         self.stepper = ChunkStepper(bundle.transformer, bundle.refiner, refs, self.schedule, seed)
         self._light_history: torch.Tensor | None = None
-        self._vae_stream = bundle.vae.streaming_decoder() if bundle.light_decoder is None else None
+        # The bundle's decoder, as offline: the light one only where the bundle names it.
+        self._light = bundle.light_decoder if bundle.spec.decoder == "light" else None
+        self._vae_stream = bundle.vae.streaming_decoder() if self._light is None else None
         self.next_index = 0
 
     # ---- inputs (any thread) ------------------------------------------------------------------
@@ -154,14 +156,31 @@ class StreamingSession:
             audio_offset=-2 * self.cfg.frames_per_chunk,
         )
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latent chunk (1, C, Fc, h, w) -> frames (4 Fc, H, W, 3) uint8, causally."""
-        if self.bundle.light_decoder is not None:
-            video = self.bundle.light_decoder(latents, self._light_history)
+    def chunk_speech(self, cond: ChunkConditions) -> torch.Tensor | None:
+        """The speak features of a chunk's own frames (the end of its 3-s window), for a VAE
+        decoder that reads speech; None for one that does not."""
+        if self._light is not None:
+            return None
+        return decoder_speech(self.bundle, cond.speak_audio[:, -self.cfg.frames_per_chunk :])
+
+    def decode(
+        self,
+        latents: torch.Tensor,
+        speech: torch.Tensor | None = None,
+        ahead: torch.Tensor | None = None,
+    ) -> np.ndarray:
+        """Latent chunk (1, C, Fc, h, w) -> frames (4 Fc, H, W, 3) uint8, causally.
+
+        ``speech`` (1, 4 Fc, D): the speak features of these frames (`chunk_speech`), read by a
+        VAE decoder with a speech path; ``ahead``: those of the frames just after, where known.
+        """
+        if self._light is not None:
+            video = self._light(latents, self._light_history)
             self._light_history = latents[:, :, -1:]
         else:
             first = self._vae_stream.latent_frames_seen == 0
-            video = self._vae_stream.decode_chunk(latents)
+            kw = {} if speech is None else {"speech": speech, "ahead": ahead}
+            video = self._vae_stream.decode_chunk(latents, **kw)
             if first:  # the causal VAE's first latent is one frame: repeat it (pipeline alignment)
                 span = self.cfg.temporal_compression
                 video = torch.cat([video[:, :, :1]] * (span - 1) + [video], dim=2)
@@ -169,17 +188,28 @@ class StreamingSession:
         return video.permute(1, 2, 3, 0).cpu().numpy()
 
     def decode_parts(
-        self, index: int, latents: torch.Tensor, timings: dict[str, float], part_latents: int
+        self,
+        index: int,
+        latents: torch.Tensor,
+        timings: dict[str, float],
+        part_latents: int,
+        speech: torch.Tensor | None = None,
     ) -> Iterator[StreamChunk]:
         """Decode chunk ``index`` ``part_latents`` latent frames at a time, one `StreamChunk`
         per part. The decoder is causal with history, so the parts' frames, concatenated, are
         exactly the whole chunk's; the first frames reach the viewer after one part's decode
-        instead of the whole chunk's. ``timings["decode"]`` accumulates over the parts."""
-        n = latents.shape[2]
+        instead of the whole chunk's. ``timings["decode"]`` accumulates over the parts.
+        ``speech``: the chunk's `chunk_speech`, split over the parts likewise."""
+        n, span = latents.shape[2], self.cfg.temporal_compression
         timings["decode"] = 0.0
         for part, start in enumerate(range(0, n, part_latents)):
             t = time.perf_counter()
-            frames = self.decode(latents[:, :, start : start + part_latents])
+            stop = min(start + part_latents, n)
+            part_speech = ahead = None
+            if speech is not None:
+                part_speech = speech[:, start * span : stop * span]
+                ahead = speech[:, stop * span :]
+            frames = self.decode(latents[:, :, start:stop], part_speech, ahead)
             timings["decode"] += time.perf_counter() - t
             last = start + part_latents >= n
             yield StreamChunk(index=index, frames=frames, timings=timings, part=part, last=last)
@@ -203,7 +233,8 @@ class StreamingSession:
         x0 = self.stepper.refine_step(cond, x0)
         timings["refiner"] = time.perf_counter() - t
         self.next_index += 1
-        yield from self.decode_parts(index, x0, timings, part_latents or x0.shape[2])
+        speech = self.chunk_speech(cond)
+        yield from self.decode_parts(index, x0, timings, part_latents or x0.shape[2], speech)
 
     def chunks(
         self,
@@ -346,14 +377,16 @@ class _Pipeline:
             t = time.perf_counter()
             x0 = self.s.stepper.refine_step(cond, x0)
             timings["refiner"] = time.perf_counter() - t
-            if not self._put(self.to_decode, (index, x0, timings)):
+            speech = self.s.chunk_speech(cond)
+            if not self._put(self.to_decode, (index, x0, timings, speech)):
                 return
         self._put(self.to_decode, None)
 
     def _decoder(self) -> None:
         while (item := self._get(self.to_decode)) is not None:
-            index, x0, timings = item
-            for part in self.s.decode_parts(index, x0, timings, self.part_latents or x0.shape[2]):
+            index, x0, timings, speech = item
+            parts = self.part_latents or x0.shape[2]
+            for part in self.s.decode_parts(index, x0, timings, parts, speech):
                 if not self._put(self.out, part):
                     return
         self._put(self.out, None)

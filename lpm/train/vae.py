@@ -42,6 +42,8 @@ from lpm.models.vae import (
 from lpm.models.vae.nano import NANO_VAE_CLASS
 
 log = logging.getLogger(__name__)
+SPEECH_DIM = 320
+"""Width of lpm-nano's speech features: 4 log-mel frames of 80 bands per video frame."""
 ProgressFn = Callable[[int, int, dict], None]
 
 
@@ -99,6 +101,20 @@ class VaeRecipe:
     `lpm.data.stage.render.mouth_region`): the region is ~5% of a 64-px frame, so with the
     plain L1 the latent and decoder spend almost nothing on it. Open or shut, every frame's
     mouth counts (1 + ``mouth_weight``) times as much."""
+    speech: bool = False
+    """Give a ``nano`` decoder the speech path (`LightDecoderConfig.speech_dim`: the log-mel
+    frames of the performer's own speech) and train on clips with espeak speech, as the
+    datasets have. With ``init`` and ``freeze_encoder`` the latents stay those a DiT was trained
+    on, so only the decoder changes."""
+    latent_noise: float = 0.0
+    """Std of Gaussian noise added to the (normalised) latents before decoding (``nano``): the
+    decoder then meets latents as imperfect as a DiT's and leans on what else it reads (the
+    speech path) for what the noise blurs."""
+    latent_blur: float = 0.0
+    """Largest weight of a temporal blur of the latents before decoding (``nano``; each clip
+    draws its weight from U(0, latent_blur)): each latent frame is mixed with its neighbours'
+    (1-2-1), which keeps the slow head and body but smears a latent's mouth over its
+    neighbours, so a decoder with a speech path learns to draw the mouth from the speech."""
     lr_schedule: str = "constant"
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
@@ -121,6 +137,10 @@ class VaeRecipe:
             raise ValueError(f"motion_weight={self.motion_weight} must be >= 0")
         if self.temporal_weight < 0:
             raise ValueError(f"temporal_weight={self.temporal_weight} must be >= 0")
+        if self.latent_noise < 0:
+            raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
+        if not 0 <= self.latent_blur <= 1:
+            raise ValueError(f"latent_blur={self.latent_blur} must be in [0, 1]")
         if self.mouth_weight < 0:
             raise ValueError(f"mouth_weight={self.mouth_weight} must be >= 0")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -135,7 +155,8 @@ class VaeRecipe:
         """The `NanoVAEConfig` of a new ``nano`` autoencoder (latent statistics still unit)."""
         from lpm.models.vae.nano import NanoVAEConfig
 
-        decoder = LightDecoderConfig(stage_blocks=self.decoder_blocks, norm_groups=self.norm_groups)
+        decoder = LightDecoderConfig(stage_blocks=self.decoder_blocks, norm_groups=self.norm_groups,
+                                     speech_dim=SPEECH_DIM if self.speech else 0)  # fmt: skip
         return NanoVAEConfig(enc_blocks=self.enc_blocks, norm_groups=self.norm_groups,
                              decoder=decoder)  # fmt: skip
 
@@ -147,26 +168,45 @@ def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> tor
 
 def _stage_clips(
     recipe: VaeRecipe, step: int, *, size: int | None = None, mouths: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`stage_batch`'s video and, with ``mouths``, each frame's mouth region (B, 1, T, S, S)."""
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """`stage_batch`'s video, with ``mouths`` each frame's mouth region (B, 1, T, S, S), and
+    with ``recipe.speech`` the speech window the decoder reads for it (B, past + T + 3 + ahead,
+    320): the clip is rendered that much longer and the video cut from its middle."""
     from lpm.data.stage.clip import clip_spec_for, render_clip
     from lpm.data.stage.render import mouth_region
 
     size = size or recipe.size
-    clips, regions = [], []
+    dec = recipe.nano_config().decoder
+    past, ahead = (dec.speech_past, dec.speech_ahead) if recipe.speech else (0, 0)
+    lead = 3 + past if recipe.speech else 0  # decode_raw frame j is video frame j - 3
+    total = lead + recipe.frames + ahead
+    backend = "espeak" if recipe.speech else "formant"
+    mel = _log_mel() if recipe.speech else None
+    clips, regions, speech = [], [], []
     for b in range(recipe.batch_size):
-        spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=recipe.frames / 24 + 0.05,
-                             size=size, backend="formant")  # fmt: skip
+        spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=total / 24 + 0.05,
+                             size=size, backend=backend)  # fmt: skip
         clip = render_clip(spec, references=False)
-        clips.append(torch.from_numpy(np.ascontiguousarray(clip.frames[: recipe.frames])))
+        window = range(lead, lead + recipe.frames)
+        frames = clip.frames[window.start : window.stop]
+        clips.append(torch.from_numpy(np.ascontiguousarray(frames)))
         if mouths:
-            states = (clip.performance.frame_state(clip.clip_start_frame + i)
-                      for i in range(len(clips[-1])))  # fmt: skip
+            states = (clip.performance.frame_state(clip.clip_start_frame + i) for i in window)
             regions.append(torch.from_numpy(
                 np.stack([mouth_region(clip.performer, s, size) for s in states])))  # fmt: skip
+        if mel is not None:
+            wave = torch.from_numpy(np.asarray(clip.speak_audio, np.float32))[None]
+            with torch.no_grad():
+                speech.append(mel(wave, len(clip.frames))[0, :total])
     video = torch.stack(clips).permute(0, 4, 1, 2, 3).float()
     region = torch.stack(regions)[:, None].float() if mouths else None
-    return video / 127.5 - 1.0, region
+    return video / 127.5 - 1.0, region, torch.stack(speech) if speech else None
+
+
+def _log_mel():
+    from lpm.models.audio import LogMelFeatures
+
+    return LogMelFeatures()
 
 
 def image_batch(recipe: VaeRecipe, step: int) -> torch.Tensor:
@@ -196,6 +236,14 @@ def _temporal_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """L1 between the frame-to-frame differences of two videos (B, 3, T, H, W)."""
     dt = lambda x: x[:, :, 1:] - x[:, :, :-1]
     return (dt(a) - dt(b)).abs().mean()
+
+
+def _blur_latents(raw_bcfhw: torch.Tensor, weight_b: torch.Tensor) -> torch.Tensor:
+    """(1 - w) z + w blur(z) per clip, blur: the 1-2-1 average over latent frames (edges held)."""
+    padded = torch.cat([raw_bcfhw[:, :, :1], raw_bcfhw, raw_bcfhw[:, :, -1:]], dim=2)
+    blur = 0.25 * padded[:, :, :-2] + 0.5 * raw_bcfhw + 0.25 * padded[:, :, 2:]
+    w = weight_b.to(raw_bcfhw).view(-1, 1, 1, 1, 1)
+    return (1 - w) * raw_bcfhw + w * blur
 
 
 def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
@@ -249,13 +297,17 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     for step in range(recipe.vae_steps):
-        video, mouth = _stage_clips(recipe, step, mouths=recipe.mouth_weight > 0)
+        video, mouth, speech = _stage_clips(recipe, step, mouths=recipe.mouth_weight > 0)
         if recipe.freeze_encoder:
             with torch.no_grad():
                 raw = vae.encode_raw(video)
         else:
             raw = vae.encode_raw(video)
-        recon = trim_to_vae(vae.decode_raw(raw))
+        if recipe.latent_blur > 0 and raw.shape[2] > 1:
+            raw = _blur_latents(raw, recipe.latent_blur * torch.rand(raw.shape[0]))
+        if recipe.latent_noise > 0:
+            raw = raw + recipe.latent_noise * torch.randn_like(raw) * vae.latents_std
+        recon = trim_to_vae(vae.decode_raw(raw, speech=speech))
         err = (recon - video).abs()
         if recipe.motion_weight > 0:
             err = err * motion_weights(video, recipe.motion_weight)
@@ -366,9 +418,12 @@ def reconstruction_psnr(vae: WanVAE, decoder: LightDecoder | None, recipe: VaeRe
     """PSNR (dB) of VAE and light-decoder reconstructions of fresh clips at ``size`` pixels."""
     out = {"vae_psnr": 0.0} | ({"light_psnr": 0.0} if decoder is not None else {})
     for i in range(clips):
-        video = stage_batch(recipe, 20_000_000 + i, size=size)
+        video, _, speech = _stage_clips(recipe, 20_000_000 + i, size=size)
         latents = vae.encode(video)
-        recon = vae.decode(latents)
+        if speech is not None:  # decode_raw frames, the first latent's 3 extra ones included
+            recon = trim_to_vae(vae.decode_raw(vae._denormalize(latents), speech=speech))
+        else:
+            recon = vae.decode(latents)
         out["vae_psnr"] += _psnr(recon, video) / clips
         if decoder is not None:
             out["light_psnr"] += _psnr(trim_to_vae(decoder(latents)), video) / clips

@@ -138,7 +138,7 @@ def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
     from lpm.train.vae import _stage_clips, train_nano_vae
 
     recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=2, mouth_weight=20.0)
-    video, mouth = _stage_clips(recipe, 0, mouths=True)
+    video, mouth, _ = _stage_clips(recipe, 0, mouths=True)
     assert mouth.shape == (2, 1, 5, 32, 32) and 0 < mouth.mean() < 0.2
     assert torch.equal(video, _stage_clips(recipe, 0)[0])  # the same clips either way
     seen = []
@@ -149,3 +149,101 @@ def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
     train_nano_vae(dataclasses.replace(recipe, mouth_weight=0.0),
                    progress=lambda i, n, m: plain.append(m))  # fmt: skip
     assert seen[0]["l1"] > plain[0]["l1"] and "mouth_l1" not in plain[0]
+
+
+def _speech_vae(seed: int) -> NanoVAE:
+    """A nano VAE with a speech path whose modulation is not zero (as after training)."""
+    from lpm.models.vae.light_decoder import LightDecoderConfig
+
+    torch.manual_seed(seed)
+    vae = NanoVAE(NanoVAEConfig(decoder=LightDecoderConfig(speech_dim=8, speech_hidden=6)))
+    with torch.no_grad():
+        for layer in (vae.decoder.speech_film, vae.decoder.speech_film_stage):
+            layer.weight.normal_(0, 0.5)
+    return vae.eval()
+
+
+def test_speech_path_starts_as_the_identity_and_reads_each_frames_speech():
+    from lpm.models.vae.light_decoder import SILENCE_LOG_MEL, LightDecoderConfig
+
+    torch.manual_seed(3)
+    plain = NanoVAE().eval()
+    with_path = NanoVAE(NanoVAEConfig(decoder=LightDecoderConfig(speech_dim=8))).eval()
+    missing, _ = with_path.load_state_dict(plain.state_dict(), strict=False)
+    assert missing and all(k.startswith("decoder.speech_") for k in missing)
+    z = torch.randn(1, 16, 4, 4, 4)
+    speech = torch.randn(1, 16, 8)
+    with torch.no_grad():  # a new speech path changes nothing until it is trained
+        torch.testing.assert_close(with_path.decode(z, speech=speech), plain.decode(z))
+    vae = _speech_vae(4)
+    silence = torch.full((1, 16, 8), SILENCE_LOG_MEL)
+    with torch.no_grad():
+        quiet = vae.decode(z)
+        torch.testing.assert_close(vae.decode(z, speech=silence), quiet)
+        # speech at frame 9 only (decoded frame 6): frames beyond its 4-frame reach stay put
+        bump = silence.clone()
+        bump[0, 9] = 3.0
+        out = vae.decode(z, speech=bump)
+    changed = (out - quiet).abs().amax(dim=(0, 1, 3, 4)) > 1e-6
+    assert changed[6] and changed.nonzero().min() >= 6 - 4 - 3 + 3 - 4
+    assert not changed[: 9 - 3 - 4 - 1].any() and not changed[9 - 3 + 4 + 1 :].any()
+    with pytest.raises(ValueError, match="speech must be"):
+        vae.decode(z, speech=torch.zeros(1, 15, 8))
+
+
+def test_streaming_decode_with_speech_equals_whole_decode_given_the_frames_ahead():
+    from lpm.models.vae.light_decoder import SILENCE_LOG_MEL
+
+    vae = _speech_vae(5)
+    z = torch.randn(1, 16, 7, 4, 4)
+    speech = torch.randn(1, 28 + 4, 8)  # the clip's 28 frames and 4 after it
+    with torch.no_grad():  # a stream starts in silence; the clip's context given in full
+        whole = vae.decode(z, speech=torch.cat([torch.full((1, 4, 8), SILENCE_LOG_MEL), speech], 1))
+    bounds = ((0, 1), (1, 4), (4, 7))
+    stream = vae.streaming_decoder()
+    parts = [
+        stream.decode_chunk(z[:, :, a:b], speech[:, 4 * a : 4 * b], speech[:, 4 * b : 4 * b + 4])
+        for a, b in bounds
+    ]
+    torch.testing.assert_close(torch.cat(parts, 2), whole, atol=1e-5, rtol=0)
+    # without the frames ahead (a live stream) only each chunk's last 4 frames may differ
+    stream.reset()
+    live = torch.cat([stream.decode_chunk(z[:, :, a:b], speech[:, 4 * a : 4 * b])
+                      for a, b in bounds], 2)  # fmt: skip
+    differ = ((live - whole).abs().amax(dim=(0, 1, 3, 4)) > 1e-5).nonzero().flatten().tolist()
+    ends = {1 - 1, 13 - 1, 25 - 1}  # last decoded frame of each chunk (the first chunk is 1)
+    assert differ and all(any(0 <= e - f < 4 for e in ends) for f in differ)
+
+
+def test_speech_recipe_trains_the_decoder_on_spoken_clips_and_keeps_the_latents(tmp_path):
+    init = tmp_path / "init"
+    NanoVAE().save(init)
+    recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=3, stats_clips=2,
+                       speech=True, init=str(init), freeze_encoder=True, latent_noise=0.1,
+                       latent_blur=0.5)  # fmt: skip
+    from lpm.train.vae import _stage_clips
+
+    video, _, speech = _stage_clips(recipe, 0)
+    assert video.shape == (2, 3, 5, 32, 32) and speech.shape == (2, 4 + 5 + 3 + 4, 320)
+    assert speech.min() >= -11.52 and speech.max() > 0  # the clips speak
+    run_vae_recipe(recipe, tmp_path / "out")
+    trained = load_vae(tmp_path / "out")
+    assert trained.speech_dim == 320
+    with torch.no_grad():
+        torch.testing.assert_close(trained.encode(video), load_vae(init).encode(video))
+    with pytest.raises(ValueError, match="latent_noise"):
+        VaeRecipe(latent_noise=-1.0)
+    with pytest.raises(ValueError, match="latent_blur"):
+        VaeRecipe(latent_blur=1.5)
+
+
+def test_latent_blur_smears_time_only_as_far_as_its_weight():
+    from lpm.train.vae import _blur_latents
+
+    z = torch.zeros(2, 1, 5, 1, 1)
+    z[:, :, 2] = 1.0  # one latent frame stands out
+    out = _blur_latents(z, torch.tensor([0.0, 1.0]))
+    assert torch.equal(out[0], z[0])
+    torch.testing.assert_close(out[1, 0, :, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.25, 0.0]))
+    steady = torch.ones(1, 1, 4, 2, 2)  # what does not change over time is kept
+    torch.testing.assert_close(_blur_latents(steady, torch.tensor([1.0])), steady)

@@ -92,6 +92,43 @@ def test_pack_with_the_nano_vae_generates(tmp_path):
     assert video.frames.shape == (12, 32, 32, 3)
 
 
+def test_swap_decoder_takes_a_decoder_over_the_same_encoder_only(tmp_path):
+    from lpm.models.vae import NanoVAE, NanoVAEConfig, load_vae
+    from lpm.models.vae.light_decoder import LightDecoderConfig
+
+    torch.manual_seed(0)
+    base = NanoVAE()
+    base.save(tmp_path / "v" / "vae")
+    pack_bundle(PackSettings(name="n", size=32, segment_latents=6), vae_dir=tmp_path / "v",
+                out=tmp_path / "b")  # fmt: skip
+    speech = NanoVAE(NanoVAEConfig(decoder=LightDecoderConfig(speech_dim=320)))
+    speech.load_state_dict(load_vae(tmp_path / "b").state_dict(), strict=False)
+    speech.save(tmp_path / "s" / "vae")
+    runner = CliRunner()
+    args = ["model", "swap-decoder", "--bundle", str(tmp_path / "b"), "--vae", str(tmp_path / "s")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "b2")])
+    assert result.exit_code == 0, result.output
+    swapped = ModelBundle.load(tmp_path / "b2")
+    assert swapped.vae.speech_dim == 320 and swapped.spec == ModelBundle.load(tmp_path / "b").spec
+    torch.manual_seed(1)
+    NanoVAE().save(tmp_path / "other" / "vae")  # another encoder: the DiT's latents would change
+    result = runner.invoke(
+        app,
+        [
+            "model",
+            "swap-decoder",
+            "--bundle",
+            str(tmp_path / "b"),
+            "--vae",
+            str(tmp_path / "other"),
+            "--out",
+            str(tmp_path / "b3"),
+        ],
+    )
+    assert result.exit_code == 2 and "freeze_encoder" in result.output
+    assert not (tmp_path / "b3").exists()
+
+
 def test_pack_online_stores_students_as_deltas_sharing_the_base(vae_dir, tmp_path):
     import json
     import shutil

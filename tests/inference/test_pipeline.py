@@ -45,21 +45,37 @@ def tiny_bundle(decoder: str = "vae") -> ModelBundle:
         height=32,
         width=32,
         sample_rate=SR,
-        decoder=decoder,
+        decoder="vae" if decoder == "speech" else decoder,
         segment_latents=8,
         context_latents=2,
         blend_latents=1,
         sampling=SamplingDefaults(steps=2, shift=3.0, text_scale=2.0, audio_scale=2.0),
     )
     light = LightDecoder(LightDecoderConfig(frame_dim=8, stage_dims=(8, 8, 8)))
+    vae = build_wan_vae(WanVAEConfig.tiny())
+    if decoder == "speech":  # lpm-nano's kind: a nano VAE whose decoder reads the speech
+        vae = speech_vae(mel.feature_dim)
     return ModelBundle(
         spec,
         transformer=LPMTransformer(cfg),
-        vae=build_wan_vae(WanVAEConfig.tiny()),
+        vae=vae,
         text_encoder=text,
         audio_encoder=mel,
         light_decoder=light,
     )
+
+
+def speech_vae(speech_dim: int):
+    """A small `NanoVAE` with a speech path that already modulates (as a trained one does)."""
+    from lpm.models.vae import NanoVAE, NanoVAEConfig
+
+    dec = LightDecoderConfig(frame_dim=8, stage_dims=(8, 8, 8), speech_dim=speech_dim,
+                             speech_hidden=8)  # fmt: skip
+    vae = NanoVAE(NanoVAEConfig(enc_dims=(8, 8, 16), decoder=dec))
+    with torch.no_grad():
+        for layer in (vae.decoder.speech_film, vae.decoder.speech_film_stage):
+            layer.weight.normal_(0, 0.5)
+    return vae.eval()
 
 
 def face(seed: int = 0) -> np.ndarray:
@@ -193,3 +209,20 @@ def test_bad_inputs_are_reported(tmp_path):
         ScriptSegment(start=2, end=1, text="x")
     with pytest.raises(FileNotFoundError, match="bundle.json"):
         ModelBundle.load(tmp_path)
+
+
+def test_the_decoder_hears_the_speak_audio_only():
+    bundle = tiny_bundle(decoder="speech")
+    pipe = Pipeline(bundle)
+    prepared = pipe.prepare(face(), speak_audio=tone(1.0), listen_audio=tone(1.0, 330.0))
+    latents = pipe.sample_latents(prepared, seed=0)
+    heard = pipe.video(prepared, latents).frames
+    speech = prepared.audio_features["speak"]
+    with torch.no_grad():
+        direct = bundle.vae.decode(latents, speech=speech)
+    direct = ((direct[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
+    assert np.array_equal(heard[3:], direct)
+    silent = pipe.decode(latents)  # no speak features: the performer is silent
+    assert np.abs(silent.astype(int) - heard.astype(int)).max() > 0
+    with pytest.raises(ValueError, match="speech features"):
+        pipe.decode(latents, speech[:, :, :5])

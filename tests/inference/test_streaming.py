@@ -118,7 +118,7 @@ def test_errors_are_clear_and_pipeline_failures_surface():
     with pytest.raises(ValueError, match="descending"):
         OnlineSchedule(backbone_timesteps=(500.0, 900.0))
 
-    def broken(_latents):
+    def broken(*_args):
         raise RuntimeError("decoder exploded")
 
     s.decode = broken
@@ -143,7 +143,7 @@ def _offline(tmp_path):
     return tmp_path / "offline"
 
 
-@pytest.mark.parametrize("decoder", ["light", "vae"])
+@pytest.mark.parametrize("decoder", ["light", "vae", "speech"])
 def test_chunks_in_parts_deliver_the_same_frames_sooner(decoder):
     bundle = online_bundle(decoder=decoder)
     whole = [c.frames for c in session(bundle).chunks(3)]
@@ -158,5 +158,9 @@ def test_chunks_in_parts_deliver_the_same_frames_sooner(decoder):
             joined = np.concatenate([p.frames for p in parts if p.index == i])
             diff = np.abs(joined.astype(int) - whole[i].astype(int)).max()
             assert diff <= (0 if decoder == "light" else 1), (pipelined, i, diff)
+    if decoder == "speech":  # the decoder reads the speak audio of each chunk's frames
+        deaf = session(bundle)
+        deaf.chunk_speech = lambda cond: None  # the same latents, decoded without the speech
+        assert np.abs(deaf.step().frames.astype(int) - whole[0].astype(int)).max() > 0
     with pytest.raises(ValueError, match="part_latents"):
         next(session(bundle).chunks(1, part_latents=0))

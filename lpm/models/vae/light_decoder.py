@@ -30,6 +30,9 @@ from torch import nn
 
 __all__ = ["LightDecoder", "LightDecoderConfig", "distillation_loss", "trim_to_vae"]
 
+SILENCE_LOG_MEL = -11.512925464970229
+"""ln(1e-5): every log-mel value of silence (`LogMelConfig.log_floor`)."""
+
 
 @dataclass(kw_only=True)
 class LightDecoderConfig:
@@ -49,8 +52,24 @@ class LightDecoderConfig:
     """Residual blocks after each upsampling stage (0: one convolution per stage)."""
     norm_groups: int = 0
     """GroupNorm groups inside the residual blocks (0: no normalisation)."""
+    speech_dim: int = 0
+    """Width of the per-frame features of the performer's own speech that modulate the frames
+    (lpm-nano: 320, its log-mel frames, `lpm.models.audio.LogMelFeatures`); 0: no speech path.
+    A 64-px face keeps its mouth in about one latent cell, and a latent holds 4 frames, so the
+    latents alone cannot carry syllable-rate mouth motion (docs/encoders.md)."""
+    speech_past: int = 4
+    """Frames of speech before each output frame that the speech path reads."""
+    speech_ahead: int = 4
+    """Frames of speech after each output frame that the speech path reads (a mouth opens
+    before its sound)."""
+    speech_hidden: int = 96
+    """Width of the speech path."""
 
     def __post_init__(self) -> None:
+        if self.speech_dim < 0 or self.speech_past < 0 or self.speech_ahead < 0:
+            raise ValueError("speech_dim, speech_past and speech_ahead must be >= 0")
+        if self.speech_dim and self.speech_hidden < 1:
+            raise ValueError(f"speech_hidden must be >= 1, got {self.speech_hidden}")
         if self.z_dim < 1:
             raise ValueError(f"z_dim must be >= 1, got {self.z_dim}")
         if self.frame_dim < 1:
@@ -103,15 +122,54 @@ class LightDecoder(nn.Module):
             for dim in cfg.stage_dims
         )
         self.conv_out = nn.Conv2d(in_dim, cfg.out_channels, 3, padding=1)
+        if cfg.speech_dim:
+            hid, span = cfg.speech_hidden, cfg.speech_past + 1 + cfg.speech_ahead
+            self.speech_in = nn.Linear(cfg.speech_dim, hid)
+            self.speech_conv = nn.Conv1d(hid, hid, span)
+            # Scale and shift of the latent-resolution features and of the first stage's; both
+            # start at zero, so an added speech path leaves a trained decoder's frames as they are.
+            self.speech_film = nn.Linear(hid, 2 * cfg.frame_dim)
+            self.speech_film_stage = nn.Linear(hid, 2 * cfg.stage_dims[0])
+            for layer in (self.speech_film, self.speech_film_stage):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+    @property
+    def speech_context(self) -> tuple[int, int]:
+        """(past, ahead): the frames of speech beyond the output frames that `forward` reads."""
+        return self.config.speech_past, self.config.speech_ahead
+
+    def _speech(self, speech_btd: torch.Tensor | None, b: int, t: int, like: torch.Tensor):
+        """(B*T, hidden) per output frame from (B, past + T + ahead, speech_dim) features."""
+        cfg = self.config
+        past, ahead = self.speech_context
+        want = (b, past + t + ahead, cfg.speech_dim)
+        if speech_btd is None:  # no own speech: the log-mel floor of silence
+            speech_btd = like.new_full(want, SILENCE_LOG_MEL)
+        if tuple(speech_btd.shape) != want:
+            raise ValueError(
+                f"speech must be (B, past + T + ahead, D) = {want} for {t} output frames "
+                f"(past {past}, ahead {ahead}), got {tuple(speech_btd.shape)}"
+            )
+        x = F.silu(self.speech_in(speech_btd.to(like) / 5.0 + 1.0))  # log-mel ~[-11.5, 5]
+        x = F.silu(self.speech_conv(x.transpose(1, 2))).transpose(1, 2)  # (B, T, hidden)
+        return x.reshape(b * t, -1)
 
     def forward(
-        self, latents_bcfhw: torch.Tensor, history_bc1hw: torch.Tensor | None = None
+        self,
+        latents_bcfhw: torch.Tensor,
+        history_bc1hw: torch.Tensor | None = None,
+        speech_btd: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode latents (B, C, F, h, w) to frames (B, 3, 4F, 8h, 8w).
 
         ``history_bc1hw`` is the latent frame just before this chunk (streaming: pass
         ``prev_chunk[:, :, -1:]``); None at a stream start, where the first latent frame is
         repeated instead. Decoding chunks with their history equals decoding the whole clip.
+
+        ``speech_btd`` (B, past + 4F + ahead, speech_dim): with a speech path, the performer's
+        own speech features of the output frames and `speech_context` frames around them;
+        None means silence. Ignored without a speech path.
         """
         cfg = self.config
         if latents_bcfhw.ndim != 5 or latents_bcfhw.shape[1] != cfg.z_dim:
@@ -127,9 +185,18 @@ class LightDecoder(nn.Module):
         # (B, D*r, F, h, w) → (B*F*r, D, h, w): the r sub-frames become separate images.
         x = x.view(b, r, cfg.frame_dim, f, h, w).permute(0, 3, 1, 2, 4, 5)
         x = x.reshape(b * f * r, cfg.frame_dim, h, w)
+        film = None
+        if cfg.speech_dim:
+            s = self._speech(speech_btd, b, f * r, x)
+            scale, shift = self.speech_film(s)[:, :, None, None].chunk(2, dim=1)
+            x = x * (1 + scale) + shift
+            film = self.speech_film_stage(s)[:, :, None, None].chunk(2, dim=1)
         x = self.res_in(x)
-        for conv, res in zip(self.stages, self.stage_res, strict=True):
-            x = res(conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest")))
+        for i, (conv, res) in enumerate(zip(self.stages, self.stage_res, strict=True)):
+            x = conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest"))
+            if i == 0 and film is not None:
+                x = x * (1 + film[0]) + film[1]
+            x = res(x)
         x = torch.tanh(self.conv_out(F.silu(x)))  # (B*F*r, 3, 8h, 8w)
         x = x.view(b, f * r, cfg.out_channels, 8 * h, 8 * w)
         return x.permute(0, 2, 1, 3, 4).contiguous()

@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpm.models.vae.light_decoder import LightDecoder, LightDecoderConfig, _ResBlock2d, trim_to_vae
+from lpm.models.vae.light_decoder import (
+    SILENCE_LOG_MEL,
+    LightDecoder,
+    LightDecoderConfig,
+    _ResBlock2d,
+    trim_to_vae,
+)
 from lpm.models.vae.wan import WanVAE, _check_latents, _check_video
 
 NANO_VAE_CLASS = "LPMNanoVAE"
@@ -147,14 +153,40 @@ class NanoVAE(nn.Module):
         raw = self.encode_raw(video_b3thw)
         return (raw - self.latents_mean.to(raw)) / self.latents_std.to(raw)
 
-    def decode_raw(self, raw_bcfhw: torch.Tensor, history=None) -> torch.Tensor:
-        """All 4F frames of raw latents (the stream form, see `LightDecoder`)."""
-        return self.decoder(raw_bcfhw, history)
+    @property
+    def speech_dim(self) -> int:
+        """Width of the speech features the decoder reads (0: it reads none)."""
+        return self._config.decoder.speech_dim
 
-    def decode(self, latents_bcfhw: torch.Tensor) -> torch.Tensor:
-        """Video (B, 3, 1 + 4 (F - 1), 8h, 8w) in [-1, 1] from normalised latents."""
+    def speech_window(self, speech_btd: torch.Tensor | None, frames: int) -> torch.Tensor | None:
+        """Speech features of ``frames`` output frames with the decoder's context around them.
+
+        ``speech_btd`` is (B, frames, D) — then the context is silence, as at the ends of a
+        whole clip — or already (B, past + frames + ahead, D). None stays None (silence).
+        """
+        if speech_btd is None or not self.speech_dim:
+            return None
+        past, ahead = self.decoder.speech_context
+        if speech_btd.ndim == 3 and speech_btd.shape[1] == frames and past + ahead:
+            b, _, d = speech_btd.shape
+            pad = lambda n: speech_btd.new_full((b, n, d), SILENCE_LOG_MEL)  # noqa: E731
+            speech_btd = torch.cat([pad(past), speech_btd, pad(ahead)], dim=1)
+        return speech_btd
+
+    def decode_raw(self, raw_bcfhw: torch.Tensor, history=None, speech=None) -> torch.Tensor:
+        """All 4F frames of raw latents (the stream form, see `LightDecoder`)."""
+        return self.decoder(raw_bcfhw, history, self.speech_window(speech, 4 * raw_bcfhw.shape[2]))
+
+    def decode(self, latents_bcfhw: torch.Tensor, speech: torch.Tensor | None = None):
+        """Video (B, 3, 1 + 4 (F - 1), 8h, 8w) in [-1, 1] from normalised latents.
+
+        ``speech`` (B, 4F, D): the performer's own speech features of the 4F frames the latents
+        cover (the first latent's 4 frames included, as the pipeline counts them), or with the
+        decoder's context around them (`speech_window`); None is silence. Ignored by a decoder
+        without a speech path.
+        """
         _check_latents(latents_bcfhw, self.z_dim)
-        return trim_to_vae(self.decode_raw(self._denormalize(latents_bcfhw)))
+        return trim_to_vae(self.decode_raw(self._denormalize(latents_bcfhw), speech=speech))
 
     def _denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         return latents * self.latents_std.to(latents) + self.latents_mean.to(latents)
@@ -177,7 +209,13 @@ class NanoVAE(nn.Module):
 
 
 class NanoStreamingDecoder:
-    """Chunk-by-chunk decoding with one latent of history; equals `NanoVAE.decode` exactly."""
+    """Chunk-by-chunk decoding with one latent of history; equals `NanoVAE.decode` exactly.
+
+    With a speech path it also keeps the last ``speech_past`` frames of speech; the frames
+    after a chunk are those given as ``ahead`` and, where none are given, the chunk's last
+    frame repeated (a live stream does not know them yet), so only a chunk's last
+    ``speech_ahead`` frames can differ from whole-clip decoding.
+    """
 
     def __init__(self, vae: NanoVAE) -> None:
         self.vae = vae
@@ -185,18 +223,50 @@ class NanoStreamingDecoder:
 
     def reset(self) -> None:
         self._history: torch.Tensor | None = None
+        self._speech: torch.Tensor | None = None
         self._seen = 0
+
+    def _speech_window(self, speech, ahead, frames: int) -> torch.Tensor | None:
+        if not self.vae.speech_dim or speech is None:
+            self._speech = None
+            return None
+        past, n_ahead = self.vae.decoder.speech_context
+        if speech.shape[1] != frames:
+            raise ValueError(
+                f"speech must cover the chunk's {frames} frames, got {speech.shape[1]}"
+            )
+        b, _, d = speech.shape
+        hist = self._speech
+        if hist is None:
+            hist = speech.new_full((b, past, d), SILENCE_LOG_MEL)
+        ahead = speech[:, :0] if ahead is None else ahead[:, :n_ahead]
+        fill = speech[:, -1:].expand(-1, n_ahead - ahead.shape[1], -1)
+        window = torch.cat([hist, speech, ahead, fill], dim=1)
+        kept = torch.cat([hist, speech], dim=1)
+        self._speech = kept[:, kept.shape[1] - past :]
+        return window
 
     @property
     def latent_frames_seen(self) -> int:
         return self._seen
 
     @torch.no_grad()
-    def decode_chunk(self, latents_bcfhw: torch.Tensor) -> torch.Tensor:
-        """T = 4F frames, or 1 + 4 (F - 1) for the stream's first chunk."""
+    def decode_chunk(
+        self,
+        latents_bcfhw: torch.Tensor,
+        speech: torch.Tensor | None = None,
+        ahead: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """T = 4F frames, or 1 + 4 (F - 1) for the stream's first chunk.
+
+        ``speech`` (B, 4F, D): the performer's own speech features of the chunk's 4F frames
+        (None: silence); ``ahead`` (B, <= speech_ahead, D): those of the frames after it, where
+        known.
+        """
         _check_latents(latents_bcfhw, self.vae.z_dim)
         raw = self.vae._denormalize(latents_bcfhw)
-        out = self.vae.decode_raw(raw, self._history)
+        window = self._speech_window(speech, ahead, 4 * raw.shape[2])
+        out = self.vae.decode_raw(raw, self._history, window)
         if self._seen == 0:
             out = trim_to_vae(out)
         self._history = raw[:, :, -1:]
