@@ -59,6 +59,9 @@ class ChunkConditions:
     """(B, Ta, audio_dim)."""
     audio_offset: int
     """Video frame of audio token 0 relative to the chunk's first frame (-48 at 24 fps)."""
+    speak_ahead: torch.Tensor | None = None
+    """(B, n, audio_dim): speak features of the frames just after the chunk, where their audio
+    has already arrived (read by a decoder with a speech path, not by the transformer)."""
 
     def kwargs(self) -> dict:
         return {

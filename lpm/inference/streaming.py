@@ -54,6 +54,15 @@ class _AudioBuffer:
         with self.lock:
             self.samples = np.concatenate((self.samples, np.asarray(samples, np.float32).ravel()))
 
+    def ahead_of(self, chunk_index: int, n: int) -> np.ndarray | None:
+        """The ``n`` samples right after chunk ``chunk_index`` if all have arrived, else None."""
+        end = (chunk_index + 1) * self.chunk
+        with self.lock:
+            lo = end - self.start
+            if n <= 0 or lo < 0 or lo + n > len(self.samples):
+                return None
+            return self.samples[lo : lo + n].copy()
+
     def window_for(self, chunk_index: int) -> np.ndarray:
         """The 3-s window ending with chunk ``chunk_index``; silence where nothing arrived."""
         end = (chunk_index + 1) * self.chunk
@@ -116,6 +125,9 @@ class StreamingSession:
         # The bundle's decoder, as offline: the light one only where the bundle names it.
         self._light = bundle.light_decoder if bundle.spec.decoder == "light" else None
         self._vae_stream = bundle.vae.streaming_decoder() if self._light is None else None
+        self._decoder_ahead = 0  # frames of speech the decoder reads past a chunk's end
+        if self._vae_stream is not None and getattr(bundle.vae, "speech_dim", 0):
+            self._decoder_ahead = bundle.vae.decoder.speech_context[1]
         self.next_index = 0
 
     # ---- inputs (any thread) ------------------------------------------------------------------
@@ -144,9 +156,10 @@ class StreamingSession:
         if self._prompt_cache is None or self._prompt_cache[0] != prompt:
             emb, mask = self.bundle.text_encoder.encode([prompt])
             self._prompt_cache = (prompt, emb.to(self.device), mask.to(self.device))
-        feats = {}
+        feats, windows = {}, {}
         for name, buf in self.audio.items():
-            wave = torch.from_numpy(buf.window_for(index)).to(self.device)[None]
+            windows[name] = buf.window_for(index)
+            wave = torch.from_numpy(windows[name]).to(self.device)[None]
             feats[name] = self.bundle.audio_encoder(wave, self.window_frames).float()
         return ChunkConditions(
             text=self._prompt_cache[1],
@@ -154,14 +167,34 @@ class StreamingSession:
             speak_audio=feats["speak"],
             listen_audio=feats["listen"],
             audio_offset=-2 * self.cfg.frames_per_chunk,
+            speak_ahead=self._speak_ahead(index, windows["speak"]),
         )
 
+    def _speak_ahead(self, index: int, window: np.ndarray) -> torch.Tensor | None:
+        """Speak features of the frames after chunk ``index`` that a speech-reading decoder
+        looks ahead to, when their audio (and its analysis window) has already arrived — a file
+        or a speech synthesiser running ahead of real time; None in a live stream."""
+        frames = self._decoder_ahead
+        if not frames:
+            return None
+        spec, mel = self.bundle.spec, self.bundle.audio_encoder.config
+        need = int(np.ceil(frames * spec.sample_rate / self.cfg.fps)) + mel.n_fft // 2
+        ahead = self.audio["speak"].ahead_of(index, need)
+        if ahead is None:
+            return None
+        wave = torch.from_numpy(np.concatenate([window, ahead])).to(self.device)[None]
+        return self.bundle.audio_encoder(wave, self.window_frames + frames)[:, -frames:].float()
+
     def chunk_speech(self, cond: ChunkConditions) -> torch.Tensor | None:
-        """The speak features of a chunk's own frames (the end of its 3-s window), for a VAE
-        decoder that reads speech; None for one that does not."""
+        """The speak features of a chunk's own frames (the end of its 3-s window) and of the
+        frames after it where known (`ChunkConditions.speak_ahead`), for a VAE decoder that
+        reads speech; None for one that does not."""
         if self._light is not None:
             return None
-        return decoder_speech(self.bundle, cond.speak_audio[:, -self.cfg.frames_per_chunk :])
+        own = cond.speak_audio[:, -self.cfg.frames_per_chunk :]
+        if cond.speak_ahead is not None:
+            own = torch.cat([own, cond.speak_ahead], dim=1)
+        return decoder_speech(self.bundle, own)
 
     def decode(
         self,
@@ -199,7 +232,8 @@ class StreamingSession:
         per part. The decoder is causal with history, so the parts' frames, concatenated, are
         exactly the whole chunk's; the first frames reach the viewer after one part's decode
         instead of the whole chunk's. ``timings["decode"]`` accumulates over the parts.
-        ``speech``: the chunk's `chunk_speech`, split over the parts likewise."""
+        ``speech``: the chunk's `chunk_speech`, split over the parts likewise (frames past the
+        chunk's own are what the last part looks ahead to)."""
         n, span = latents.shape[2], self.cfg.temporal_compression
         timings["decode"] = 0.0
         for part, start in enumerate(range(0, n, part_latents)):

@@ -164,3 +164,26 @@ def test_chunks_in_parts_deliver_the_same_frames_sooner(decoder):
         assert np.abs(deaf.step().frames.astype(int) - whole[0].astype(int)).max() > 0
     with pytest.raises(ValueError, match="part_latents"):
         next(session(bundle).chunks(1, part_latents=0))
+
+
+def test_a_speech_decoder_looks_ahead_only_into_audio_that_has_arrived():
+    bundle = online_bundle(decoder="speech")
+    fpc = bundle.cfg.frames_per_chunk
+    wave = tone(3.0, 180.0) * np.linspace(0, 1, 3 * 16000, dtype=np.float32)
+    early = StreamingSession(bundle, face(), seed=0)
+    early.push_audio("speak", wave[:16000])  # exactly one chunk: nothing after it yet
+    assert early.conditions(0).speak_ahead is None
+    full = StreamingSession(bundle, face(), seed=0)
+    full.push_audio("speak", wave)
+    cond = full.conditions(0)
+    assert cond.speak_ahead.shape == (1, 4, cond.speak_audio.shape[2])
+    # the frames after the chunk as the whole recording gives them (the window starts 2 s back)
+    padded = torch.from_numpy(np.concatenate([np.zeros(32000, np.float32), wave]))[None]
+    whole = bundle.audio_encoder(padded, 3 * fpc + 4)[:, -4:]
+    torch.testing.assert_close(cond.speak_ahead, whole, atol=1e-4, rtol=1e-4)
+    speech = full.chunk_speech(cond)
+    assert speech.shape[1] == fpc + 4
+    assert (
+        online_bundle().light_decoder is not None
+        and session(online_bundle()).chunk_speech(cond) is None
+    )  # a light decoder reads no speech
