@@ -115,6 +115,10 @@ class VaeRecipe:
     draws its weight from U(0, latent_blur)): each latent frame is mixed with its neighbours'
     (1-2-1), which keeps the slow head and body but smears a latent's mouth over its
     neighbours, so a decoder with a speech path learns to draw the mouth from the speech."""
+    latent_shift: float = 0.0
+    """Probability that a clip's latents are shifted one latent frame early or late against its
+    video and speech before decoding (``nano``; edges held): a DiT's mouth is often off by as
+    much, and a decoder with a speech path learns to take the timing from the speech."""
     lr_schedule: str = "constant"
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
@@ -139,6 +143,8 @@ class VaeRecipe:
             raise ValueError(f"temporal_weight={self.temporal_weight} must be >= 0")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise={self.latent_noise} must be >= 0")
+        if not 0 <= self.latent_shift <= 1:
+            raise ValueError(f"latent_shift={self.latent_shift} must be in [0, 1]")
         if not 0 <= self.latent_blur <= 1:
             raise ValueError(f"latent_blur={self.latent_blur} must be in [0, 1]")
         if self.mouth_weight < 0:
@@ -246,6 +252,14 @@ def _blur_latents(raw_bcfhw: torch.Tensor, weight_b: torch.Tensor) -> torch.Tens
     return (1 - w) * raw_bcfhw + w * blur
 
 
+def _shift_latents(raw_bcfhw: torch.Tensor, p: float) -> torch.Tensor:
+    """Each clip's latents, with probability ``p`` one latent frame early or late (edges held)."""
+    early = torch.cat([raw_bcfhw[:, :, 1:], raw_bcfhw[:, :, -1:]], dim=2)
+    late = torch.cat([raw_bcfhw[:, :, :1], raw_bcfhw[:, :, :-1]], dim=2)
+    u = torch.rand(raw_bcfhw.shape[0]).view(-1, 1, 1, 1, 1).to(raw_bcfhw)
+    return torch.where(u < p / 2, early, torch.where(u < p, late, raw_bcfhw))
+
+
 def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
     """A `NanoVAE` of ``recipe``'s architecture holding the weights of ``recipe.init``.
 
@@ -303,6 +317,8 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
                 raw = vae.encode_raw(video)
         else:
             raw = vae.encode_raw(video)
+        if recipe.latent_shift > 0 and raw.shape[2] > 1:
+            raw = _shift_latents(raw, recipe.latent_shift)
         if recipe.latent_blur > 0 and raw.shape[2] > 1:
             raw = _blur_latents(raw, recipe.latent_blur * torch.rand(raw.shape[0]))
         if recipe.latent_noise > 0:
