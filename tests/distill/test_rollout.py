@@ -38,7 +38,7 @@ def test_rollout_equals_streaming_session_and_chunk_stepper():
     # the streaming session: capture the latents it hands to the decoder
     seen: list[torch.Tensor] = []
     decode = live.decode
-    live.decode = lambda x: (seen.append(x), decode(x))[1]
+    live.decode = lambda x, *rest: (seen.append(x), decode(x, *rest))[1]
     for _ in range(3):
         live.step()
     assert len(seen) == 3

@@ -247,3 +247,18 @@ def test_latent_blur_smears_time_only_as_far_as_its_weight():
     torch.testing.assert_close(out[1, 0, :, 0, 0], torch.tensor([0.0, 0.25, 0.5, 0.25, 0.0]))
     steady = torch.ones(1, 1, 4, 2, 2)  # what does not change over time is kept
     torch.testing.assert_close(_blur_latents(steady, torch.tensor([1.0])), steady)
+
+
+def test_latent_shift_moves_whole_clips_one_latent_early_or_late():
+    from lpm.train.vae import _shift_latents
+
+    z = torch.arange(4.0).view(1, 1, 4, 1, 1).repeat(64, 1, 1, 1, 1)
+    torch.testing.assert_close(_shift_latents(z, 0.0), z)
+    torch.manual_seed(0)
+    out = _shift_latents(z, 1.0)[:, 0, :, 0, 0]
+    early, late = torch.tensor([1.0, 2.0, 3.0, 3.0]), torch.tensor([0.0, 0.0, 1.0, 2.0])
+    is_early = (out == early).all(1)
+    assert ((out == early).all(1) | (out == late).all(1)).all()
+    assert 0 < is_early.sum() < 64  # both directions occur
+    with pytest.raises(ValueError, match="latent_shift"):
+        VaeRecipe(latent_shift=2.0)
