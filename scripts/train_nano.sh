@@ -58,5 +58,31 @@ lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-m40" \
 train nano-m40 --set "init=$runs/nano-mouth" "${ordered[@]}" \
   --set "data_path=$runs/nano-cache-m40" --set lr=1.5e-4 --set stages.speak.steps=500 \
   --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
-lpm model pack --vae "$runs/nano-vae-m40" --checkpoint "$runs/nano-m40" \
+# The decoder that hears the speech (docs/training.md): seven decoder runs on the frozen encoder of
+# nano-vae-m40, so the latents, the DiT and the online students stay as they are (~3 h 10 min).
+speech=(--set freeze_encoder=true --set decoder_blocks=1 --set temporal_weight=1.0
+  --set motion_weight=3.0 --set speech=true --set lr_schedule=cosine)
+decoder() {  # run name, init run, then --set arguments
+  local out="$runs/$1" init="$runs/$2/vae"; shift 2
+  [ -f "$out/vae/config.json" ] || lpm train-vae --out "$out" --set "init=$init" "${speech[@]}" "$@"
+}
+decoder nano-vae-sp1 nano-vae-m40 --set frames=9 --set vae_steps=600 --set lr=5e-4 \
+  --set mouth_weight=40 --set latent_noise=0.2 --set seed=21
+decoder nano-vae-sp2 nano-vae-sp1 --set frames=9 --set vae_steps=800 --set lr=4e-4 \
+  --set mouth_weight=60 --set latent_noise=0.2 --set latent_blur=1.0 --set seed=22
+decoder nano-vae-sp3 nano-vae-sp2 --set frames=9 --set vae_steps=800 --set lr=4e-4 \
+  --set mouth_weight=80 --set latent_noise=0.3 --set latent_blur=1.0 --set seed=23
+decoder nano-vae-sp4 nano-vae-sp3 --set frames=13 --set vae_steps=600 --set lr=3e-4 \
+  --set mouth_weight=60 --set latent_noise=0.2 --set latent_blur=0.7 --set latent_shift=0.5 \
+  --set seed=24
+decoder nano-vae-sp5 nano-vae-sp4 --set frames=13 --set vae_steps=700 --set lr=3e-4 \
+  --set mouth_weight=60 --set mouth_labels=5 --set speech_stages=3 --set latent_noise=0.2 \
+  --set latent_blur=0.7 --set latent_shift=0.5 --set seed=31
+decoder nano-vae-sp6 nano-vae-sp5 --set frames=13 --set vae_steps=550 --set lr=3e-4 \
+  --set mouth_weight=60 --set mouth_labels=5 --set speech_stages=3 --set latent_noise=0.2 \
+  --set latent_blur=0.5 --set latent_shift=0.3 --set mouth_swap=0.7 --set seed=32
+decoder nano-vae-sp7 nano-vae-sp6 --set frames=13 --set vae_steps=400 --set lr=3e-4 \
+  --set mouth_weight=60 --set mouth_labels=5 --set speech_stages=3 --set latent_noise=0.2 \
+  --set latent_blur=0.5 --set latent_shift=0.3 --set mouth_swap=1.0 --set seed=33
+lpm model pack --vae "$runs/nano-vae-sp7" --checkpoint "$runs/nano-m40" \
   --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 2 --out "$bundle" --overwrite

@@ -16,6 +16,7 @@ Every step's clips are a function of (seed, step), so runs are reproducible.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -119,6 +121,16 @@ class VaeRecipe:
     """Probability that a clip's latents are shifted one latent frame early or late against its
     video and speech before decoding (``nano``; edges held): a DiT's mouth is often off by as
     much, and a decoder with a speech path learns to take the timing from the speech."""
+    speech_stages: int = 1
+    """Upsampling stages the speech modulates (`LightDecoderConfig.speech_stages`)."""
+    mouth_labels: float = 0.0
+    """Weight of an auxiliary loss on the speech path (``speech``): a head on it predicts each
+    frame's labelled mouth opening and rounding from the sound alone (mean squared error), so
+    the path learns the mouth directly instead of only through the few mouth pixels' L1."""
+    mouth_swap: float = 0.0
+    """Probability that a clip's latents are encoded from its video re-rendered with its own
+    mouth 2-8 frames early or late (``nano``; needs ``freeze_encoder``): the latents then show
+    a mouth at the wrong time, as a DiT's often do, and only the speech says when it opens."""
     lr_schedule: str = "constant"
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
@@ -149,6 +161,13 @@ class VaeRecipe:
             raise ValueError(f"latent_blur={self.latent_blur} must be in [0, 1]")
         if self.mouth_weight < 0:
             raise ValueError(f"mouth_weight={self.mouth_weight} must be >= 0")
+        if self.mouth_labels < 0 or (self.mouth_labels and not self.speech):
+            raise ValueError(f"mouth_labels={self.mouth_labels} must be >= 0 and needs speech=true")
+        if not 0 <= self.mouth_swap <= 1 or (self.mouth_swap and not self.freeze_encoder):
+            raise ValueError(
+                f"mouth_swap={self.mouth_swap} must be in [0, 1] and needs freeze_encoder=true "
+                "(the encoder must not learn the wrong mouths)"
+            )
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
         if self.freeze_encoder and not self.init:
@@ -162,24 +181,41 @@ class VaeRecipe:
         from lpm.models.vae.nano import NanoVAEConfig
 
         decoder = LightDecoderConfig(stage_blocks=self.decoder_blocks, norm_groups=self.norm_groups,
-                                     speech_dim=SPEECH_DIM if self.speech else 0)  # fmt: skip
+                                     speech_dim=SPEECH_DIM if self.speech else 0,
+                                     speech_stages=self.speech_stages,
+                                     speech_mouth=2 if self.mouth_labels else 0)  # fmt: skip
         return NanoVAEConfig(enc_blocks=self.enc_blocks, norm_groups=self.norm_groups,
                              decoder=decoder)  # fmt: skip
 
 
 def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
     """Video (B, 3, T, S, S) in [-1, 1] of training identities, a function of (seed, step)."""
-    return _stage_clips(recipe, step, size=size)[0]
+    return _stage_clips(recipe, step, size=size).video
+
+
+class StageClips(NamedTuple):
+    """A training batch of Stage clips (`_stage_clips`)."""
+
+    video: torch.Tensor
+    """(B, 3, T, S, S) in [-1, 1]."""
+    mouth: torch.Tensor | None
+    """Each frame's mouth region (B, 1, T, S, S), when asked for."""
+    speech: torch.Tensor | None
+    """The speech window the decoder reads for the video (B, past + T + 3 + ahead, 320), with
+    ``recipe.speech``: the clip is rendered that much longer and the video cut from its middle."""
+    labels: torch.Tensor
+    """Each frame's labelled mouth opening and rounding (B, T, 2)."""
+    source: torch.Tensor
+    """The video to encode (B, 3, T, S, S): ``video``, except in the clips drawn for
+    ``recipe.mouth_swap``, whose mouths are the clip's own mouth 2-8 frames early or late."""
 
 
 def _stage_clips(
     recipe: VaeRecipe, step: int, *, size: int | None = None, mouths: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """`stage_batch`'s video, with ``mouths`` each frame's mouth region (B, 1, T, S, S), and
-    with ``recipe.speech`` the speech window the decoder reads for it (B, past + T + 3 + ahead,
-    320): the clip is rendered that much longer and the video cut from its middle."""
+) -> StageClips:
+    """`stage_batch`'s clips with what the decoder's losses need (`StageClips`)."""
     from lpm.data.stage.clip import clip_spec_for, render_clip
-    from lpm.data.stage.render import mouth_region
+    from lpm.data.stage.render import mouth_region, render_frame
 
     size = size or recipe.size
     dec = recipe.nano_config().decoder
@@ -188,7 +224,8 @@ def _stage_clips(
     total = lead + recipe.frames + ahead
     backend = "espeak" if recipe.speech else "formant"
     mel = _log_mel() if recipe.speech else None
-    clips, regions, speech = [], [], []
+    rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step, 0x5A9]))
+    clips, regions, speech, labels, sources = [], [], [], [], []
     for b in range(recipe.batch_size):
         spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=total / 24 + 0.05,
                              size=size, backend=backend)  # fmt: skip
@@ -196,6 +233,16 @@ def _stage_clips(
         window = range(lead, lead + recipe.frames)
         frames = clip.frames[window.start : window.stop]
         clips.append(torch.from_numpy(np.ascontiguousarray(frames)))
+        at = slice(clip.clip_start_frame + window.start, clip.clip_start_frame + window.stop)
+        perf = clip.performance
+        labels.append(torch.from_numpy(np.stack([perf.mouth_open[at], perf.mouth_round[at]], -1)))
+        if rng.random() < recipe.mouth_swap:
+            lag = int(rng.integers(2, 9)) * (1 if rng.random() < 0.5 else -1)
+            moved = dataclasses.replace(perf, mouth_open=np.roll(perf.mouth_open, lag),
+                                        mouth_round=np.roll(perf.mouth_round, lag))  # fmt: skip
+            frames = np.stack([render_frame(clip.performer, moved.frame_state(i), size)
+                               for i in range(at.start, at.stop)])  # fmt: skip
+        sources.append(torch.from_numpy(np.ascontiguousarray(frames)))
         if mouths:
             states = (clip.performance.frame_state(clip.clip_start_frame + i) for i in window)
             regions.append(torch.from_numpy(
@@ -204,9 +251,14 @@ def _stage_clips(
             wave = torch.from_numpy(np.asarray(clip.speak_audio, np.float32))[None]
             with torch.no_grad():
                 speech.append(mel(wave, len(clip.frames))[0, :total])
-    video = torch.stack(clips).permute(0, 4, 1, 2, 3).float()
-    region = torch.stack(regions)[:, None].float() if mouths else None
-    return video / 127.5 - 1.0, region, torch.stack(speech) if speech else None
+    as_video = lambda xs: torch.stack(xs).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0  # noqa: E731
+    return StageClips(
+        video=as_video(clips),
+        mouth=torch.stack(regions)[:, None].float() if mouths else None,
+        speech=torch.stack(speech) if speech else None,
+        labels=torch.stack(labels).float(),
+        source=as_video(sources),
+    )
 
 
 def _log_mel():
@@ -310,13 +362,16 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
         return warm
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    speech_context = vae.decoder.speech_context if recipe.speech else (0, 0)
     for step in range(recipe.vae_steps):
-        video, mouth, speech = _stage_clips(recipe, step, mouths=recipe.mouth_weight > 0)
+        video, mouth, speech, labels, source = _stage_clips(
+            recipe, step, mouths=recipe.mouth_weight > 0
+        )
         if recipe.freeze_encoder:
             with torch.no_grad():
-                raw = vae.encode_raw(video)
+                raw = vae.encode_raw(source)
         else:
-            raw = vae.encode_raw(video)
+            raw = vae.encode_raw(source)
         if recipe.latent_shift > 0 and raw.shape[2] > 1:
             raw = _shift_latents(raw, recipe.latent_shift)
         if recipe.latent_blur > 0 and raw.shape[2] > 1:
@@ -336,6 +391,11 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
         loss = l1 + recipe.gradient_weight * grad + recipe.kl_weight * reg
         if recipe.temporal_weight > 0:
             loss = loss + recipe.temporal_weight * temporal
+        label_mse = None
+        if recipe.mouth_labels > 0:  # decode_raw frame j is video frame j - 3
+            heard = vae.decoder.speech_mouth(speech, speech.shape[1] - sum(speech_context))[:, 3:]
+            label_mse = F.mse_loss(heard, labels)
+            loss = loss + recipe.mouth_labels * label_mse
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -344,6 +404,8 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
         if progress is not None:
             metrics = {"l1": l1.item(), "grad": grad.item(), "temporal": temporal.item(),
                        "l2": reg.item()}  # fmt: skip
+            if label_mse is not None:
+                metrics["heard_mse"] = label_mse.item()
             if mouth is not None:  # plain L1 inside the mouth regions
                 inside = (recon - video).abs().detach() * mouth
                 metrics["mouth_l1"] = (inside.sum() / (3 * mouth.sum()).clamp(min=1)).item()
@@ -434,7 +496,7 @@ def reconstruction_psnr(vae: WanVAE, decoder: LightDecoder | None, recipe: VaeRe
     """PSNR (dB) of VAE and light-decoder reconstructions of fresh clips at ``size`` pixels."""
     out = {"vae_psnr": 0.0} | ({"light_psnr": 0.0} if decoder is not None else {})
     for i in range(clips):
-        video, _, speech = _stage_clips(recipe, 20_000_000 + i, size=size)
+        video, _, speech, _, _ = _stage_clips(recipe, 20_000_000 + i, size=size)
         latents = vae.encode(video)
         if speech is not None:  # decode_raw frames, the first latent's 3 extra ones included
             recon = trim_to_vae(vae.decode_raw(vae._denormalize(latents), speech=speech))

@@ -138,9 +138,9 @@ def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
     from lpm.train.vae import _stage_clips, train_nano_vae
 
     recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=2, mouth_weight=20.0)
-    video, mouth, _ = _stage_clips(recipe, 0, mouths=True)
+    video, mouth, *_ = _stage_clips(recipe, 0, mouths=True)
     assert mouth.shape == (2, 1, 5, 32, 32) and 0 < mouth.mean() < 0.2
-    assert torch.equal(video, _stage_clips(recipe, 0)[0])  # the same clips either way
+    assert torch.equal(video, _stage_clips(recipe, 0).video)  # the same clips either way
     seen = []
     train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
     assert len(seen) == 2 and all(m["mouth_l1"] > 0 for m in seen)
@@ -223,7 +223,7 @@ def test_speech_recipe_trains_the_decoder_on_spoken_clips_and_keeps_the_latents(
                        latent_blur=0.5)  # fmt: skip
     from lpm.train.vae import _stage_clips
 
-    video, _, speech = _stage_clips(recipe, 0)
+    video, _, speech, *_ = _stage_clips(recipe, 0)
     assert video.shape == (2, 3, 5, 32, 32) and speech.shape == (2, 4 + 5 + 3 + 4, 320)
     assert speech.min() >= -11.52 and speech.max() > 0  # the clips speak
     run_vae_recipe(recipe, tmp_path / "out")
@@ -262,3 +262,70 @@ def test_latent_shift_moves_whole_clips_one_latent_early_or_late():
     assert 0 < is_early.sum() < 64  # both directions occur
     with pytest.raises(ValueError, match="latent_shift"):
         VaeRecipe(latent_shift=2.0)
+
+
+def test_finer_speech_stages_and_mouth_head_start_from_a_trained_decoder_unchanged():
+    from lpm.models.vae.light_decoder import LightDecoderConfig
+
+    base = _speech_vae(6)
+    cfg = LightDecoderConfig(speech_dim=8, speech_hidden=6, speech_stages=3, speech_mouth=2)
+    finer = NanoVAE(NanoVAEConfig(decoder=cfg)).eval()
+    missing, unexpected = finer.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and sorted(missing) == sorted(
+        f"decoder.{m}.{p}"
+        for m in ("speech_film_stage1", "speech_film_stage2", "speech_mouth_head")
+        for p in ("weight", "bias")
+    )
+    z, speech = torch.randn(1, 16, 3, 4, 4), torch.randn(1, 12, 8)
+    with torch.no_grad():  # the added stages start at zero; the head is never drawn from
+        torch.testing.assert_close(finer.decode(z, speech=speech), base.decode(z, speech=speech))
+        finer.decoder.speech_film_stage2.weight.normal_(0, 0.5)
+        assert not torch.allclose(finer.decode(z, speech=speech), base.decode(z, speech=speech))
+        window = finer.speech_window(speech, 12)
+        heard = finer.decoder.speech_mouth(window, 12)
+    assert heard.shape == (1, 12, 2)
+    with pytest.raises(ValueError, match="no mouth head"):
+        base.decoder.speech_mouth(window, 12)
+    with pytest.raises(ValueError, match="speech_stages"):
+        LightDecoderConfig(speech_dim=8, speech_stages=4)
+
+
+def test_mouth_labels_train_the_speech_path_on_the_clips_labelled_mouths(tmp_path):
+    from lpm.data.stage.clip import clip_spec_for, render_clip
+    from lpm.train.vae import _stage_clips, train_nano_vae
+
+    init = tmp_path / "init"
+    NanoVAE().save(init)
+    recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=2, speech=True,
+                       init=str(init), freeze_encoder=True, mouth_labels=5.0)  # fmt: skip
+    labels = _stage_clips(recipe, 0).labels
+    assert labels.shape == (2, 5, 2) and labels.min() >= 0 and labels.max() <= 1
+    # the labels of the video's frames: those 4 + 3 frames into the longer rendered clip
+    spec = clip_spec_for(recipe.seed * 1_000_003, 1, seconds=16 / 24 + 0.05, size=32,
+                         backend="espeak")  # fmt: skip
+    clip = render_clip(spec, references=False)
+    torch.testing.assert_close(labels[1, :, 0], torch.tensor(clip.labels["mouth_open"][7:12]))
+    seen = []
+    vae = train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
+    assert len(seen) == 2 and all(m["heard_mse"] > 0 for m in seen)
+    assert vae.decoder.config.speech_mouth == 2
+    with pytest.raises(ValueError, match="needs speech"):
+        VaeRecipe(mouth_labels=1.0)
+
+
+def test_mouth_swap_encodes_the_clip_with_its_mouth_at_another_time_and_nothing_else_moved():
+    from lpm.train.vae import _stage_clips
+
+    init = "unused"  # only the clips are drawn here
+    recipe = VaeRecipe(size=32, frames=9, batch_size=4, speech=True, init=init,
+                       freeze_encoder=True, mouth_swap=1.0)  # fmt: skip
+    clips = _stage_clips(recipe, 0, mouths=True)
+    kept = _stage_clips(dataclasses.replace(recipe, mouth_swap=0.0), 0)
+    assert torch.equal(kept.source, kept.video) and torch.equal(kept.video, clips.video)
+    differ = (clips.source - clips.video).abs().amax(1, keepdim=True) > 0.05  # (B, 1, T, S, S)
+    assert differ.any()  # a speaking clip's mouth moved
+    # what differs lies in the mouth regions of the two times (the region grows as it opens)
+    near = torch.nn.functional.max_pool3d(clips.mouth, (17, 5, 5), stride=1, padding=(8, 2, 2))
+    assert not (differ & (near == 0)).any()
+    with pytest.raises(ValueError, match="mouth_swap"):
+        VaeRecipe(mouth_swap=0.5)

@@ -64,12 +64,25 @@ class LightDecoderConfig:
     before its sound)."""
     speech_hidden: int = 96
     """Width of the speech path."""
+    speech_stages: int = 1
+    """Upsampling stages (1-3, from the coarsest) whose features the speech also modulates,
+    besides the latent-resolution ones. At 64 px the mouth spans about 4 px of the 32-px
+    stage, where a finer stage can shape it."""
+    speech_mouth: int = 0
+    """Outputs of an auxiliary head on the speech path (2: the mouth's opening and rounding per
+    frame; 0: none). Training fits it to labelled mouths so that the path learns the mouth from
+    the sound; the frames never read it (`LightDecoder.speech_mouth`)."""
 
     def __post_init__(self) -> None:
         if self.speech_dim < 0 or self.speech_past < 0 or self.speech_ahead < 0:
             raise ValueError("speech_dim, speech_past and speech_ahead must be >= 0")
         if self.speech_dim and self.speech_hidden < 1:
             raise ValueError(f"speech_hidden must be >= 1, got {self.speech_hidden}")
+        if not 1 <= self.speech_stages <= 3 or self.speech_mouth < 0:
+            raise ValueError(
+                f"speech_stages must be 1-3 and speech_mouth >= 0, got {self.speech_stages} "
+                f"and {self.speech_mouth}"
+            )
         if self.z_dim < 1:
             raise ValueError(f"z_dim must be >= 1, got {self.z_dim}")
         if self.frame_dim < 1:
@@ -130,9 +143,15 @@ class LightDecoder(nn.Module):
             # start at zero, so an added speech path leaves a trained decoder's frames as they are.
             self.speech_film = nn.Linear(hid, 2 * cfg.frame_dim)
             self.speech_film_stage = nn.Linear(hid, 2 * cfg.stage_dims[0])
-            for layer in (self.speech_film, self.speech_film_stage):
+            films = [self.speech_film, self.speech_film_stage]
+            for i in range(1, cfg.speech_stages):  # speech_film_stage1, speech_film_stage2
+                films.append(nn.Linear(hid, 2 * cfg.stage_dims[i]))
+                self.add_module(f"speech_film_stage{i}", films[-1])
+            for layer in films:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
+            if cfg.speech_mouth:
+                self.speech_mouth_head = nn.Linear(hid, cfg.speech_mouth)
 
     @property
     def speech_context(self) -> tuple[int, int]:
@@ -154,6 +173,21 @@ class LightDecoder(nn.Module):
         x = F.silu(self.speech_in(speech_btd.to(like) / 5.0 + 1.0))  # log-mel ~[-11.5, 5]
         x = F.silu(self.speech_conv(x.transpose(1, 2))).transpose(1, 2)  # (B, T, hidden)
         return x.reshape(b * t, -1)
+
+    def _stage_film(self, i: int):
+        """The speech FiLM of upsampling stage ``i``, or None where the speech leaves it."""
+        if not self.config.speech_dim or i >= self.config.speech_stages:
+            return None
+        return self.speech_film_stage if i == 0 else getattr(self, f"speech_film_stage{i}")
+
+    def speech_mouth(self, speech_btd: torch.Tensor, t: int) -> torch.Tensor:
+        """The auxiliary head's mouth (B, T, speech_mouth) for T output frames from the speech
+        window `forward` reads for them (B, past + T + ahead, speech_dim)."""
+        if not self.config.speech_mouth:
+            raise ValueError("this decoder has no mouth head (LightDecoderConfig.speech_mouth=0)")
+        b = speech_btd.shape[0]
+        s = self._speech(speech_btd, b, t, self.speech_mouth_head.weight)
+        return self.speech_mouth_head(s).view(b, t, -1)
 
     def forward(
         self,
@@ -185,17 +219,18 @@ class LightDecoder(nn.Module):
         # (B, D*r, F, h, w) → (B*F*r, D, h, w): the r sub-frames become separate images.
         x = x.view(b, r, cfg.frame_dim, f, h, w).permute(0, 3, 1, 2, 4, 5)
         x = x.reshape(b * f * r, cfg.frame_dim, h, w)
-        film = None
+        s = None
         if cfg.speech_dim:
             s = self._speech(speech_btd, b, f * r, x)
             scale, shift = self.speech_film(s)[:, :, None, None].chunk(2, dim=1)
             x = x * (1 + scale) + shift
-            film = self.speech_film_stage(s)[:, :, None, None].chunk(2, dim=1)
         x = self.res_in(x)
         for i, (conv, res) in enumerate(zip(self.stages, self.stage_res, strict=True)):
             x = conv(F.interpolate(F.silu(x), scale_factor=2.0, mode="nearest"))
-            if i == 0 and film is not None:
-                x = x * (1 + film[0]) + film[1]
+            film = self._stage_film(i)
+            if film is not None:
+                scale, shift = film(s)[:, :, None, None].chunk(2, dim=1)
+                x = x * (1 + scale) + shift
             x = res(x)
         x = torch.tanh(self.conv_out(F.silu(x)))  # (B*F*r, 3, 8h, 8w)
         x = x.view(b, f * r, cfg.out_channels, 8 * h, 8 * w)
