@@ -76,6 +76,10 @@ class ModelConfig:
     speak_token_width: int = 16
     """With ``speak_tokens_per_latent`` > 0: width each audio frame is projected to before the
     frames of a window are concatenated."""
+    text_cues: bool = False
+    """Timed text cues (docs/architecture.md, "Timed text cues"): besides the prompt, the text
+    cross-attention of each latent frame also sees the tokens of the cue active at that frame
+    (a short timed instruction such as "... nods."), marked by a learned cue embedding."""
     listen_window: tuple[int, int] = (48, 8)
     """Listen audio seen by a latent frame: (frames before, frames after), in video frames."""
     reference_offsets: dict[str, int] = field(

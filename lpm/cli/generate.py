@@ -74,6 +74,9 @@ def generate(
     steps: int = typer.Option(None, help="Denoising steps per segment (bundle default)."),
     text_scale: float = typer.Option(None, help="Text guidance scale (bundle default)."),
     audio_scale: float = typer.Option(None, help="Audio guidance scale (bundle default)."),
+    cue_scale: float = typer.Option(
+        None, help="Guidance scale of timed instructions (bundle default; 0: with the text)."
+    ),
     solver: str = typer.Option(None, help="unipc or euler (bundle default)."),
     context_sigma: float = typer.Option(
         None, help="Noise level on a continuing segment's context latents (bundle default)."
@@ -123,6 +126,7 @@ def generate(
                 steps=steps,
                 text_scale=text_scale,
                 audio_scale=audio_scale,
+                cue_scale=cue_scale,
                 solver=solver,
                 context_sigma=context_sigma,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),

@@ -80,6 +80,9 @@ def pack(
         2.0, help="Default text guidance scale (4 over-drives lpm-nano: docs/training.md)."
     ),
     audio_scale: float = typer.Option(4.0, help="Default audio guidance scale."),
+    cue_scale: float = typer.Option(
+        0.0, help="Default guidance scale of timed text cues (0: with the text)."
+    ),
     context_sigma: float = typer.Option(
         0.0, help="Default noise level on a continuing segment's context latents."
     ),
@@ -94,7 +97,7 @@ def pack(
         settings = PackSettings(
             name=name, config=config, size=size, segment_latents=segment_latents,
             sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale,
-                                      context_sigma=context_sigma),
+                                      context_sigma=context_sigma, cue_scale=cue_scale),
         )  # fmt: skip
         path = pack_bundle(settings, vae_dir=vae, out=out, checkpoint=checkpoint,
                            encoders=encoders, half=half, overwrite=overwrite)  # fmt: skip

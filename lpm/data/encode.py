@@ -2,10 +2,11 @@
 
 Encoding turns clip directories (the Stage schema, `docs/stage.md`; real-footage output uses
 the same schema) into safetensors shards of everything training needs: VAE latents, per-frame
-speak/listen audio features, text features of the clip caption and reference latents.
+speak/listen audio features, text features of the clip caption and of its timed cues (with the
+cue each latent frame follows) and reference latents.
 
 Legend: T video frames, F = T // 4 latent frames, C latent channels, h/w latent grid,
-R reference images, Lt text tokens, D feature width.
+R reference images, Lt text tokens, D feature width, S cues.
 
 Frame alignment (as `lpm.inference.pipeline`): a clip of T frames keeps its first 4F frames;
 frames 3 .. 4F-1 go through the causal VAE, so latent f covers video frames [4f, 4f + 4).
@@ -46,7 +47,8 @@ log = logging.getLogger(__name__)
 
 MODE_TO_CATEGORY = {"conversation": "conversation", "speak": "speak", "listen": "listen",
                     "idle": "silence"}  # fmt: skip
-ENCODE_VERSION = 1
+ENCODE_VERSION = 2
+"""2: timed cues (``cue_text`` (S, Lt, D), ``cue_mask`` (S, Lt), ``cue_index`` (F,))."""
 
 
 def reference_files() -> list[tuple[str, tuple[str, int]]]:
@@ -132,6 +134,7 @@ class ClipEncoder:
             wave_t = torch.from_numpy(wave)[None]
             audio[name] = self.audio(wave_t, n_lat * self.span)[0].float()
         text, mask = self.text.encode([_caption(clip_dir)])
+        cue_text, cue_mask, cue_index = self._cues(clip_dir, n_lat, text)
         kinds, images = [], []
         for fname, kind in reference_files():
             path = clip_dir / "refs" / fname
@@ -153,13 +156,48 @@ class ClipEncoder:
             "listen_audio": audio["listen"],
             "text": text[0].float(),
             "text_mask": mask[0],
+            "cue_text": cue_text,
+            "cue_mask": cue_mask,
+            "cue_index": cue_index,
             "references": torch.cat(refs, dim=1).float() if refs else latents[:, :0].float(),
             "kinds": kinds,
         }
-        for key in ("latents", "speak_audio", "listen_audio", "text", "references"):
+        for key in ("latents", "speak_audio", "listen_audio", "text", "cue_text", "references"):
             if not torch.isfinite(out[key]).all():
                 raise ClipError(f"{clip_dir}: non-finite {key} after encoding")
         return out
+
+    def _cues(self, clip_dir: Path, n_lat: int, like: torch.Tensor):
+        """Encoded cue prompts (S, Lt, D), their masks (S, Lt) and the cue of each latent frame
+        (F,), -1 for none: latent f follows the cue covering video frame 4f + 2, the middle of
+        the frames it holds. ``like`` (1, Lt, D): the caption's features (shape of no cues)."""
+        spans = _cue_spans(clip_dir)
+        index = torch.full((n_lat,), -1, dtype=torch.int64)
+        texts: list[str] = []
+        for f in range(n_lat):
+            frame = f * self.span + self.span // 2
+            for start, end, text in spans:
+                if start <= frame < end:
+                    if text not in texts:
+                        texts.append(text)
+                    index[f] = texts.index(text)
+                    break
+        if not texts:
+            empty = like.new_zeros(0, *like.shape[1:]).float()
+            return empty, torch.zeros(empty.shape[:2], dtype=torch.bool), index
+        feats, mask = self.text.encode(texts)
+        return feats.float(), mask.bool(), index
+
+
+def _cue_spans(clip_dir: Path) -> list[tuple[int, int, str]]:
+    """(start frame, end frame, text) of the clip's timed cues; none if captions.json has none."""
+    path = clip_dir / "captions.json"
+    try:
+        data = json.loads(path.read_text())
+        return [(int(c["start_frame"]), int(c["end_frame"]), str(c["text"]))
+                for c in data.get("cues", [])]  # fmt: skip
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ClipError(f"{path} has malformed cues: {err}") from None
 
 
 def _to_video(frames_thwc: np.ndarray) -> torch.Tensor:

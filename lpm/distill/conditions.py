@@ -17,7 +17,7 @@ import torch
 from lpm.config import ModelConfig
 from lpm.diffusion.guidance import Conditions, GuidanceLevel, GuidedModel
 from lpm.inference.chunk_step import ChunkConditions
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer, References, TextCues
 from lpm.train.batch import TrainBatch
 
 
@@ -35,6 +35,8 @@ class ClipConditions:
     """(B, La, audio_dim)."""
     references: References | None
     """First frame and global reference (B, C, R, h, w), as a stream caches them."""
+    cues: TextCues | None = None
+    """Timed text cues, one index per latent frame of the clip, or None."""
 
     @property
     def batch(self) -> int:
@@ -42,14 +44,19 @@ class ClipConditions:
 
     def chunk(self, index: int, cfg: ModelConfig) -> ChunkConditions:
         """Conditions of chunk ``index``: its 3-s audio window, cut at the clip start."""
-        fpc = cfg.frames_per_chunk
+        fpc, lpc = cfg.frames_per_chunk, cfg.latents_per_chunk
         a0, a1 = max(0, (index - 2) * fpc), (index + 1) * fpc
+        cues = None
+        if self.cues is not None:
+            own = self.cues.index[:, index * lpc : (index + 1) * lpc]
+            cues = TextCues(self.cues.features, self.cues.mask, own)
         return ChunkConditions(
             text=self.text,
             text_mask=self.text_mask,
             speak_audio=self.speak_audio[:, a0:a1],
             listen_audio=self.listen_audio[:, a0:a1],
             audio_offset=a0 - index * fpc,
+            cues=cues,
         )
 
     def chunks(self, count: int, cfg: ModelConfig) -> list[ChunkConditions]:
@@ -70,6 +77,7 @@ def clip_conditions(batch: TrainBatch) -> ClipConditions:
         speak_audio=batch.speak_audio.float(),
         listen_audio=batch.listen_audio.float(),
         references=References(torch.cat(latents, dim=2), tuple(kinds)),
+        cues=batch.cues,
     )
 
 
@@ -92,6 +100,10 @@ def clip_velocity(
     """
     if conds is None:
         conds = _conditions(clip)
+    t = conds["text"]
+    cues = None
+    if "cue_index" in t:
+        cues = TextCues(t["cue_features"], t["cue_mask"], t["cue_index"])
     return model(
         x,
         1000.0 * sigma,
@@ -103,14 +115,17 @@ def clip_velocity(
         attention="bidirectional",
         drop_text=conds["text"].get("drop"),
         drop_audio=conds["audio"].get("drop"),
+        cues=cues,
     )
 
 
 def _conditions(clip: ClipConditions) -> Conditions:
-    return {
-        "text": {"features": clip.text, "mask": clip.text_mask},
-        "audio": {"speak": clip.speak_audio, "listen": clip.listen_audio},
-    }
+    text = {"features": clip.text, "mask": clip.text_mask}
+    if clip.cues is not None:  # guided with the text: dropping the text drops its cues
+        text.update(
+            cue_features=clip.cues.features, cue_mask=clip.cues.mask, cue_index=clip.cues.index
+        )
+    return {"text": text, "audio": {"speak": clip.speak_audio, "listen": clip.listen_audio}}
 
 
 def guided_teacher(

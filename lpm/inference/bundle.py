@@ -63,6 +63,9 @@ class SamplingDefaults:
     """Classifier-free guidance scale of the text condition."""
     audio_scale: float = 4.0
     """Classifier-free guidance scale of the audio condition (on top of text)."""
+    cue_scale: float = 0.0
+    """Guidance scale of timed text cues (a model with ``text_cues``) as a level of their own
+    between text and audio (one more model pass); 0 guides them with the text."""
     solver: str = "unipc"
     """``unipc`` or ``euler``."""
     context_sigma: float = 0.0
@@ -78,6 +81,8 @@ class SamplingDefaults:
             raise ValueError(f"solver must be 'unipc' or 'euler', got {self.solver!r}")
         if self.shift <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
+        if self.cue_scale < 0:
+            raise ValueError(f"cue_scale must be >= 0, got {self.cue_scale}")
 
 
 @dataclass(kw_only=True)

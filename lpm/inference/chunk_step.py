@@ -20,7 +20,7 @@ import torch
 
 from lpm.diffusion import renoise
 from lpm.models.common.kv_cache import StreamingKVCache
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer, References, TextCues
 from lpm.parallel.parallelize import unsharded
 
 
@@ -62,15 +62,20 @@ class ChunkConditions:
     speak_ahead: torch.Tensor | None = None
     """(B, n, audio_dim): speak features of the frames just after the chunk, where their audio
     has already arrived (read by a decoder with a speech path, not by the transformer)."""
+    cues: TextCues | None = None
+    """Timed text cues of the chunk's latent frames, or None."""
 
     def kwargs(self) -> dict:
-        return {
+        out = {
             "text": self.text,
             "text_mask": self.text_mask,
             "speak_audio": self.speak_audio,
             "listen_audio": self.listen_audio,
             "audio_offset": self.audio_offset,
         }
+        if self.cues is not None:
+            out["cues"] = self.cues
+        return out
 
 
 def backbone_chunk(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from lpm.diffusion.guidance import Conditions, GuidanceLevel, GuidedModel
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer, References, TextCues
 
 
 @dataclass
@@ -37,6 +37,8 @@ class SegmentConditions:
     """(1, C, k, h, w) latents continuing the previous segment, or None."""
     context_sigma: float = 0.0
     """Noise level of ``context`` (already noised to it); 0: clean."""
+    cues: TextCues | None = None
+    """Timed text cues, one index per latent frame of the segment (context included), or None."""
 
 
 def guided_velocity(
@@ -45,6 +47,7 @@ def guided_velocity(
     *,
     text_scale: float,
     audio_scale: float,
+    cue_scale: float = 0.0,
 ) -> GuidedModel:
     """A ``(x, sigma) -> v`` callable with nested text/audio guidance and clean context frames.
 
@@ -56,8 +59,24 @@ def guided_velocity(
         "audio": {"speak": cond.speak_audio, "listen": cond.listen_audio},
     }
 
+    cue_level = cond.cues is not None and cue_scale > 0
+    if cond.cues is not None:  # with the text (dropping the text drops its cues) or own level
+        cue = {"cue_features": cond.cues.features, "cue_mask": cond.cues.mask,
+               "cue_index": cond.cues.index}  # fmt: skip
+        if cue_level:
+            conditions["cue"] = cue
+        else:
+            conditions["text"].update(cue)
+
     def velocity(x: torch.Tensor, sigma: torch.Tensor, conds: Conditions) -> torch.Tensor:
         b, f = x.shape[0], x.shape[2]
+        t = conds.get("cue", conds["text"])
+        cues = None
+        if "cue_index" in t:
+            index = t["cue_index"]
+            if "cue" in conds and conds["cue"].get("drop") is not None:
+                index = torch.where(conds["cue"]["drop"][:, None], -1, index)
+            cues = TextCues(t["cue_features"], t["cue_mask"], index)
         k = 0 if cond.context is None else cond.context.shape[2]
         timestep = (1000.0 * sigma.reshape(b, 1)).expand(b, f).clone()
         if k:
@@ -77,6 +96,7 @@ def guided_velocity(
             references=refs,
             drop_text=conds["text"].get("drop"),
             drop_audio=conds["audio"].get("drop"),
+            cues=cues,
         )
         if k:
             v = torch.cat((torch.zeros_like(v[:, :, :k]), v[:, :, k:]), dim=2)
@@ -84,6 +104,7 @@ def guided_velocity(
 
     levels = (
         GuidanceLevel(name="text", keys=("text",), scale=text_scale),
+        *([GuidanceLevel(name="cue", keys=("cue",), scale=cue_scale)] if cue_level else []),
         GuidanceLevel(name="audio", keys=("audio",), scale=audio_scale),
     )
     return GuidedModel(velocity, conditions, levels)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +25,7 @@ from lpm.diffusion import add_noise, flow_sigmas, sample
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.denoise import SegmentConditions, guided_velocity
 from lpm.media import fit_image, write_mp4
-from lpm.models.dit.model import References
+from lpm.models.dit.model import References, TextCues
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,9 @@ class PreparedVideo:
     prompts: dict[int, str]
     """Segment index -> its text prompt."""
     text: dict[str, tuple[torch.Tensor, torch.Tensor]]
-    """Prompt -> ((1, Lt, text_dim) features, (1, Lt) mask)."""
+    """Prompt or cue -> ((1, Lt, text_dim) features, (1, Lt) mask)."""
+    cues: dict[int, list[str | None]] = field(default_factory=dict)
+    """Segment index -> the timed cue of each of its latent frames (None: no cue)."""
     plans: list[SegmentPlan]
     """The segments that cover the video."""
     n_latents: int
@@ -219,6 +221,7 @@ class Pipeline:
         shift: float | None = None,
         solver: str | None = None,
         context_sigma: float | None = None,
+        cue_scale: float | None = None,
         progress: ProgressFn | None = None,
     ) -> GeneratedVideo:
         """Generate a video of the character in ``image`` (H, W, 3 uint8 RGB).
@@ -233,7 +236,8 @@ class Pipeline:
         )  # fmt: skip
         latents = self.sample_latents(
             prepared, seed=seed, steps=steps, text_scale=text_scale, audio_scale=audio_scale,
-            shift=shift, solver=solver, context_sigma=context_sigma, progress=progress,
+            shift=shift, solver=solver, context_sigma=context_sigma, cue_scale=cue_scale,
+            progress=progress,
         )  # fmt: skip
         return self.video(prepared, latents)
 
@@ -273,6 +277,12 @@ class Pipeline:
             tensor = torch.from_numpy(wave).to(self.device)[None]
             feats[name] = self.bundle.audio_encoder(tensor, n_frames).float()  # (1, T, D)
         prompts = _prompts_per_segment(script, n_latents, spec, cfg)
+        plans = plan_segments(
+            n_latents, spec.segment_latents, spec.context_latents, spec.blend_latents
+        )
+        cues = _cues_per_segment(script, prompts, plans, cfg)
+        texts = [*prompts.values()] or [""]
+        texts += [c for per in cues.values() for c in per if c is not None]
         return PreparedVideo(
             speak=speak,
             listen=listen,
@@ -280,10 +290,9 @@ class Pipeline:
             first=self._latent_image(image),
             extra=[(r.kind, r.subtype, self._latent_image(r.image)) for r in references],
             prompts=prompts,
-            text=self._prompt_features([p for p in prompts.values()] or [""]),
-            plans=plan_segments(
-                n_latents, spec.segment_latents, spec.context_latents, spec.blend_latents
-            ),
+            text=self._prompt_features(texts),
+            cues=cues,
+            plans=plans,
             n_latents=n_latents,
             n_frames=n_frames,
         )
@@ -312,6 +321,7 @@ class Pipeline:
             audio_offset=a0 - plan.start * span,
             references=refs,
             context=latents[:, :, plan.start : plan.start + plan.context] if plan.context else None,
+            cues=text_cues(prepared.cues.get(index, []), prepared.text.__getitem__),
         )
 
     @torch.no_grad()
@@ -326,6 +336,7 @@ class Pipeline:
         shift: float | None = None,
         solver: str | None = None,
         context_sigma: float | None = None,
+        cue_scale: float | None = None,
         progress: ProgressFn | None = None,
     ) -> torch.Tensor:
         """Denoise every segment of a prepared video; returns its (1, C, F, h, w) latents."""
@@ -352,6 +363,7 @@ class Pipeline:
                 cond,
                 text_scale=defaults.text_scale if text_scale is None else text_scale,
                 audio_scale=defaults.audio_scale if audio_scale is None else audio_scale,
+                cue_scale=defaults.cue_scale if cue_scale is None else cue_scale,
             )
             sigmas = flow_sigmas(steps, shift=shift or defaults.shift)
 
@@ -436,6 +448,39 @@ def _prompts_per_segment(script, n_latents: int, spec, cfg) -> dict[int, str]:
                 best, best_overlap = seg.text, overlap
         prompts[i] = best
     return prompts
+
+
+def _cues_per_segment(script, prompts: dict[int, str], plans, cfg) -> dict[int, list[str | None]]:
+    """The timed cue of every latent frame of every segment: the script texts covering the
+    frame's middle, in script order and joined, leaving out the segment's own prompt (a script
+    of consecutive segments has no cues; a whole-video prompt with timed instructions has)."""
+    span = cfg.temporal_compression
+    return {
+        i: [
+            script_cue(script, (f * span + span // 2) / cfg.fps, prompts.get(i, ""))
+            for f in range(plan.start, plan.start + plan.length)
+        ]
+        for i, plan in enumerate(plans)
+    }
+
+
+def script_cue(script, t: float, prompt: str) -> str | None:
+    """The cue at time ``t`` (s): the texts of the script segments covering it other than the
+    ``prompt`` in force, in script order and joined; None if there are none."""
+    texts = [s.text for s in script if s.start <= t < s.end and s.text != prompt]
+    return " ".join(texts) if texts else None
+
+
+def text_cues(per_frame: Sequence[str | None], encode) -> TextCues | None:
+    """`TextCues` (batch 1) of per-latent-frame cue texts; ``encode(text)`` gives a cue's
+    ((1, Lt, D) features, (1, Lt) mask). None when no frame has a cue."""
+    names = list(dict.fromkeys(c for c in per_frame if c is not None))
+    if not names:
+        return None
+    feats = torch.stack([encode(c)[0][0] for c in names])[None]  # (1, S, Lt, D)
+    mask = torch.stack([encode(c)[1][0] for c in names])[None]
+    index = torch.tensor([[-1 if c is None else names.index(c) for c in per_frame]])
+    return TextCues(feats, mask.bool(), index.to(feats.device))
 
 
 def _references(first_frame, global_ref, extra) -> References:

@@ -21,7 +21,13 @@ import torch
 
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
-from lpm.inference.pipeline import ReferenceImage, _references, decoder_speech
+from lpm.inference.pipeline import (
+    ReferenceImage,
+    _references,
+    decoder_speech,
+    script_cue,
+    text_cues,
+)
 from lpm.media import fit_image
 
 
@@ -114,7 +120,8 @@ class StreamingSession:
             "listen": _AudioBuffer(window_samples, self.chunk_samples),
         }
         self._prompt = prompt
-        self._prompt_cache: tuple[str, torch.Tensor, torch.Tensor] | None = None
+        self._cues: list[str | None] = [None] * cfg.latents_per_chunk
+        self._text_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
             first = self._encode_image(image)
             extra = [(r.kind, r.subtype, self._encode_image(r.image)) for r in references]
@@ -143,6 +150,26 @@ class StreamingSession:
             raise ValueError("prompt must be a string")
         self._prompt = text
 
+    def set_cues(self, cues: str | Sequence[str | None] | None) -> None:
+        """Timed text cues of the chunks to come (read by a model with ``text_cues``): one text
+        for every latent frame, a list of one text or None per latent frame of a chunk, or None
+        for no cue. Takes effect at the next chunk boundary."""
+        n = self.cfg.latents_per_chunk
+        if cues is None or isinstance(cues, str):
+            cues = [cues] * n
+        cues = list(cues)
+        if len(cues) != n or any(c is not None and not isinstance(c, str) for c in cues):
+            raise ValueError(f"cues must be a string, None or {n} strings/None (one per latent)")
+        self._cues = cues
+
+    def _encode_text(self, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if text not in self._text_cache:
+            if len(self._text_cache) > 64:
+                self._text_cache.clear()
+            emb, mask = self.bundle.text_encoder.encode([text])
+            self._text_cache[text] = (emb.to(self.device), mask.to(self.device))
+        return self._text_cache[text]
+
     # ---- stages -------------------------------------------------------------------------------
     def _encode_image(self, image: np.ndarray) -> torch.Tensor:
         spec = self.bundle.spec
@@ -151,19 +178,18 @@ class StreamingSession:
         return self.bundle.vae.encode(video[None, :, None])
 
     def conditions(self, index: int) -> ChunkConditions:
-        """Conditions of chunk ``index``: the prompt now in force, the 3-s audio windows."""
-        prompt = self._prompt
-        if self._prompt_cache is None or self._prompt_cache[0] != prompt:
-            emb, mask = self.bundle.text_encoder.encode([prompt])
-            self._prompt_cache = (prompt, emb.to(self.device), mask.to(self.device))
+        """Conditions of chunk ``index``: the prompt and cues now in force, the 3-s audio
+        windows."""
+        text, text_mask = self._encode_text(self._prompt)
         feats, windows = {}, {}
         for name, buf in self.audio.items():
             windows[name] = buf.window_for(index)
             wave = torch.from_numpy(windows[name]).to(self.device)[None]
             feats[name] = self.bundle.audio_encoder(wave, self.window_frames).float()
         return ChunkConditions(
-            text=self._prompt_cache[1],
-            text_mask=self._prompt_cache[2],
+            text=text,
+            text_mask=text_mask,
+            cues=text_cues(self._cues, self._encode_text),
             speak_audio=feats["speak"],
             listen_audio=feats["listen"],
             audio_offset=-2 * self.cfg.frames_per_chunk,
@@ -327,9 +353,16 @@ def generate_online(
         tracks[name] = track
     frames = []
     for index in range(n_chunks):
-        # Prompts change only at chunk boundaries: the one in force at the chunk's middle.
+        # Prompts change only at chunk boundaries: the one in force at the chunk's middle;
+        # the other segments covering a latent frame's middle are its cue.
         middle = (index + 0.5) * bundle.cfg.chunk_seconds
-        session.set_prompt(next((s.text for s in script if s.start <= middle < s.end), ""))
+        prompt = next((s.text for s in script if s.start <= middle < s.end), "")
+        session.set_prompt(prompt)
+        span, per = bundle.cfg.temporal_compression, bundle.cfg.latents_per_chunk
+        session.set_cues([
+            script_cue(script, ((index * per + f) * span + span // 2) / bundle.cfg.fps, prompt)
+            for f in range(per)
+        ])  # fmt: skip
         frames.append(session.step().frames)
         if progress is not None:
             progress(index + 1, n_chunks)

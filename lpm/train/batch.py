@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from lpm.config import BODY_VIEWS, ModelConfig
+from lpm.models.dit.model import TextCues
 from lpm.train.recipes import CATEGORIES
 
 
@@ -44,6 +45,12 @@ class TrainSample:
     """One of `CATEGORIES`."""
     index: int
     """Position of the sample in its dataset."""
+    cue_text: torch.Tensor | None = None
+    """(S, Lt, text_dim) features of the clip's timed cues (S may be 0), or None."""
+    cue_mask: torch.Tensor | None = None
+    """(S, Lt) bool."""
+    cue_index: torch.Tensor | None = None
+    """(F,) int64: the cue each latent frame follows, -1 for none."""
 
 
 @dataclass(kw_only=True)
@@ -70,6 +77,8 @@ class TrainBatch:
     """(B,) int64 dataset index per sample; per-sample random draws are seeded by it."""
     flags: dict[str, torch.Tensor] = field(default_factory=dict)
     """Per-sample (B,) tensors filled by the conditioning step (drop_text, drop_audio, ...)."""
+    cues: TextCues | None = None
+    """Timed text cues padded to the batch's most cues, or None when no sample has any."""
 
     def to(self, device: torch.device) -> TrainBatch:
         """A copy with every tensor on ``device``."""
@@ -80,6 +89,8 @@ class TrainBatch:
             references=move(self.references), reference_kinds=self.reference_kinds,
             categories=self.categories, indices=self.indices,
             flags={k: move(v) for k, v in self.flags.items()},
+            cues=None if self.cues is None else TextCues(
+                move(self.cues.features), move(self.cues.mask), move(self.cues.index)),
         )  # fmt: skip
 
     @property
@@ -107,7 +118,26 @@ def collate(samples: list[TrainSample]) -> TrainBatch:
         reference_kinds=tuple(common),
         categories=tuple(s.category for s in samples),
         indices=torch.tensor([s.index for s in samples], dtype=torch.int64),
+        cues=collate_cues(samples),
     )
+
+
+def collate_cues(samples: list[TrainSample]) -> TextCues | None:
+    """The samples' cues, padded with empty cues to the most any sample has; None if none has
+    one (a sample without cue tensors counts as having none)."""
+    counts = [0 if s.cue_text is None else s.cue_text.shape[0] for s in samples]
+    if max(counts) == 0:
+        return None
+    like = next(s for s, n in zip(samples, counts, strict=True) if n)
+    n_max, (lt, dim) = max(counts), like.cue_text.shape[1:]
+    frames = samples[0].latents.shape[1]
+    feats = torch.zeros(len(samples), n_max, lt, dim, dtype=like.cue_text.dtype)
+    mask = torch.zeros(len(samples), n_max, lt, dtype=torch.bool)
+    index = torch.full((len(samples), frames), -1, dtype=torch.int64)
+    for i, (s, n) in enumerate(zip(samples, counts, strict=True)):
+        if n:
+            feats[i, :n], mask[i, :n], index[i] = s.cue_text, s.cue_mask, s.cue_index
+    return TextCues(feats, mask, index)
 
 
 @runtime_checkable

@@ -39,19 +39,29 @@ class CachedDataset:
     def category(self, index: int) -> str:
         return self.entries[index]["category"]
 
-    def _get(self, shard: str, key: str) -> torch.Tensor:
+    def _handle(self, shard: str):
         if shard not in self._handles:
             path = self.root / "shards" / shard
             if not path.is_file():
                 raise FileNotFoundError(f"cache shard {path} is missing; re-run `lpm data encode`")
             self._handles[shard] = safe_open(str(path), framework="pt")
-        return self._handles[shard].get_tensor(key)
+        return self._handles[shard]
+
+    def _get(self, shard: str, key: str) -> torch.Tensor:
+        return self._handle(shard).get_tensor(key)
+
+    def _has(self, shard: str, key: str) -> bool:
+        return key in self._handle(shard).keys()  # noqa: SIM118 - safe_open has no __contains__
 
     def __getitem__(self, index: int) -> TrainSample:
         e = self.entries[index]
         get = lambda name: self._get(e["shard"], f"{e['key']}.{name}")
         start = mix_seed(self.seed, index) % (e["frames"] - self.frames + 1)
         a0, a1 = start * self.span, (start + self.frames) * self.span
+        cues = {}
+        if self._has(e["shard"], f"{e['key']}.cue_index"):  # caches of encode version >= 2
+            cues = {"cue_text": get("cue_text"), "cue_mask": get("cue_mask").bool(),
+                    "cue_index": get("cue_index")[start : start + self.frames]}  # fmt: skip
         return TrainSample(
             latents=get("latents")[:, start : start + self.frames],
             text=get("text"),
@@ -62,4 +72,5 @@ class CachedDataset:
             reference_kinds=tuple((k, int(s)) for k, s in e["kinds"]),
             category=e["category"],
             index=index,
+            **cues,
         )

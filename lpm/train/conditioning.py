@@ -144,8 +144,15 @@ def build_problem(
         "drop_text": drop_text.to(x0.device),
         "drop_audio": drop_audio.to(x0.device),
     }
+    if batch.cues is not None:  # timed cues follow the text's dropout (read by text_cues models)
+        kwargs["cues"] = batch.cues
     batch.flags.update(drop_text=drop_text, drop_audio=drop_audio, context_frames=n_ctx)
     weight = motion_weights(x0, recipe.motion_weight) if recipe.motion_weight > 0 else None
+    if recipe.cue_weight > 0 and batch.cues is not None:
+        cued = (batch.cues.index >= 0).to(x0)[:, None, :, None, None]  # (B, 1, F, 1, 1)
+        extra = 1.0 + recipe.cue_weight * cued
+        weight = extra if weight is None else weight * extra
+        weight = weight / weight.mean(dim=(2, 3, 4), keepdim=True)
     return FlowProblem(
         x0=x0, noise=noise, sigma=sigma, x_t=add_noise(x0, noise, sigma),
         loss_mask=~context.to(x0.device), model_kwargs=kwargs, loss_weight=weight,

@@ -140,6 +140,12 @@ class TrainRecipe:
     motion_weight: float = 0.0
     """Strength of the motion-weighted loss (`lpm.train.conditioning.motion_weights`): latent
     positions that change over the clip (a speaking mouth) count more; 0 weighs all equally."""
+    cue_weight: float = 0.0
+    """Extra loss weight of the latent frames that follow a timed text cue (an action or an
+    expression): their weight is ``1 + cue_weight`` before each sample's weights are scaled
+    back to mean 1. A cue is worth a small part of the loss; this makes following it pay."""
+    cue_lr_scale: float = 1.0
+    """Learning rate of the text-cue modules (``cue_*``) as a multiple of ``lr``."""
     init: str = ""
     """Start from these weights instead of a random model (fine-tuning): a bundle (its
     ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config
@@ -184,10 +190,12 @@ class TrainRecipe:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
+        if not self.cue_lr_scale > 0:
+            raise ValueError(f"cue_lr_scale={self.cue_lr_scale} must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas={self.betas} must be two values in [0, 1)")
         for name in ("weight_decay", "grad_clip", "warmup_steps", "checkpoint_every",
-                     "keep_checkpoints", "motion_weight"):  # fmt: skip
+                     "keep_checkpoints", "motion_weight", "cue_weight"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:

@@ -26,15 +26,25 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, min_ratio: floa
 def build_optimizer(
     model: nn.Module, recipe: TrainRecipe
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the trainable parameters (no decay on 1-D tensors: biases, norms) and its
-    warm-up + cosine `LambdaLR`."""
-    decay, no_decay = [], []
-    for p in model.parameters():
+    """AdamW over the trainable parameters (no decay on 1-D tensors: biases, norms; the text-cue
+    modules at ``cue_lr_scale`` times the rate) and its warm-up + cosine `LambdaLR`."""
+    decay, no_decay, cue_decay, cue_no_decay = [], [], [], []
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+            cue = name.startswith("cue_")
+            if p.ndim <= 1:
+                (cue_no_decay if cue else no_decay).append(p)
+            else:
+                (cue_decay if cue else decay).append(p)
     groups = [
         {"params": decay, "weight_decay": recipe.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
+    ]
+    cue_lr = recipe.lr * recipe.cue_lr_scale
+    groups += [
+        {"params": ps, "weight_decay": wd, "lr": cue_lr}
+        for ps, wd in ((cue_decay, recipe.weight_decay), (cue_no_decay, 0.0))
+        if ps
     ]
     opt = torch.optim.AdamW(groups, lr=recipe.lr, betas=recipe.betas)
     total = recipe.total_steps

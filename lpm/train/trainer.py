@@ -214,9 +214,10 @@ def _load_init(model: LPMTransformer, init: str) -> None:
         missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
         if unexpected:
             raise RuntimeError(f"unexpected keys {unexpected[:4]}")
-        # An audio module that ``init`` lacks (e.g. ordered speak tokens added to a trained
-        # model) starts fresh; anything else missing means the architectures differ.
-        if [k for k in missing if not k.startswith("speak_embed.")]:
+        # An audio module or cue embedding that ``init`` lacks (e.g. ordered speak tokens or
+        # text cues added to a trained model) starts fresh; anything else missing means the
+        # architectures differ.
+        if [k for k in missing if not k.startswith(("speak_embed.", "cue_"))]:
             raise RuntimeError(f"missing keys {missing[:4]}")
     except RuntimeError as err:
         raise ValueError(f"init={init}: its weights do not fit {model.cfg.name!r}: {err}") from None

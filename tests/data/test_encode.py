@@ -13,6 +13,7 @@ from lpm.data.encode import ClipEncoder, ClipError, EncodeConfig, encode_dataset
 from lpm.data.stage.writer import StageDatasetConfig, build_dataset
 from lpm.inference.bundle import load_encoders
 from lpm.parallel.distributed import DistInfo
+from lpm.train.batch import collate
 from lpm.train.cache import CachedDataset
 from lpm.train.recipes import apply_overrides, get_recipe
 from lpm.train.trainer import Trainer
@@ -53,11 +54,21 @@ def test_encode_cache_trains_and_resumes(stage_data, tmp_path):
     assert ("global", 0) in sample.reference_kinds and len(sample.reference_kinds) == 13
     assert sample.references.shape == (16, 13, 8, 8)
     assert torch.equal(data[1].latents, CachedDataset(tmp_path / "cache", frames=4)[1].latents)
+    # Timed cues: encoded prompts and the cue of each latent frame of the crop.
+    for i in range(len(data)):
+        s = data[i]
+        n_cues = s.cue_text.shape[0]
+        assert s.cue_text.shape[1:] == (64, 32) and s.cue_mask.shape == (n_cues, 64)
+        assert s.cue_index.shape == (4,) and int(s.cue_index.max()) < n_cues
+    batch = collate([data[i] for i in range(len(data))])
+    most = max(data[i].cue_text.shape[0] for i in range(len(data)))
+    assert most > 0 and batch.cues.features.shape == (3, most, 64, 32)
+    assert batch.cues.index.shape == (3, 4)
 
     recipe = apply_overrides(get_recipe("test-speak"), [
         "data=cache", f"data_path={tmp_path / 'cache'}", "latent_shape=[4,8,8]",
         "model.text_dim=32", "model.audio_dim=32", "batch_size=2", "stages.speak.steps=2",
-        "stages.speak.categories=[speak,silence,conversation,listen]",
+        "stages.speak.categories=[speak,silence,conversation,listen]", "model.text_cues=true",
     ])  # fmt: skip
     result = Trainer(recipe, tmp_path / "run", dist_info=DistInfo(), progress=False).fit()
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))

@@ -103,3 +103,24 @@ def test_latent_feature_loss_is_zero_on_equal_clips_and_differentiable():
     loss.backward()
     assert loss.item() > 0 and y.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_cues_reach_the_teacher_and_each_chunk_gets_its_own_frames():
+    from lpm.models.dit.model import TextCues
+
+    recipe, teacher, student, clip = _setup(**{"model.text_cues": "true"})
+    assert teacher.cfg.text_cues and student.cfg.text_cues
+    with torch.no_grad():
+        teacher.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    frames = recipe.chunks * student.cfg.latents_per_chunk
+    index = torch.full((2, frames), -1)
+    index[0, -1] = 0
+    clip.cues = TextCues(torch.randn(2, 1, 3, 16), torch.ones(2, 1, 3, dtype=torch.bool), index)
+    chunks = clip.chunks(recipe.chunks, student.cfg)
+    assert torch.equal(torch.cat([c.cues.index for c in chunks], dim=1), index)
+    assert chunks[-1].kwargs()["cues"].index[0, -1] == 0
+    x = torch.randn(2, 16, frames, 4, 4)
+    sigma = torch.full((2,), 0.7)
+    with_cue = clip_velocity(teacher, x, sigma, clip)
+    clip.cues = None
+    assert not torch.equal(with_cue[0], clip_velocity(teacher, x, sigma, clip)[0])

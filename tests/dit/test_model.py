@@ -10,7 +10,7 @@ import torch
 from lpm.config import MODEL_CONFIGS, ModelConfig, get_model_config
 from lpm.models.common.attention import attention, available_backends
 from lpm.models.common.kv_cache import StreamingKVCache, kept_chunk_indices
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer, References, TextCues
 
 B, C, H, W = 2, 16, 4, 4
 
@@ -346,6 +346,41 @@ def test_condition_dropout_masks_per_sample():
     bare = model(x, t, references=refs)
     assert torch.allclose(out[0], bare[0], atol=1e-6)
     assert torch.allclose(out[1], full[1], atol=1e-6)
+
+
+def test_text_cues_reach_their_own_frames_only_and_drop_with_the_text():
+    cfg = tiny_cfg(text_cues=True)
+    model = make_model(cfg)
+    with torch.no_grad():  # give the cue paths weights (the pooled one starts at zero)
+        model.cue_type.normal_(0, 1.0)
+        model.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    x, t, cond, refs = inputs(cfg, chunks=3)
+    f = x.shape[2]
+    feats = torch.randn(B, 2, 5, cfg.text_dim)
+    mask = torch.ones(B, 2, 5, dtype=torch.bool)
+    index = torch.full((B, f), -1)
+    index[0, 1], index[0, 2] = 0, 1
+    cued = model(x, t, references=refs, cues=TextCues(feats, mask, index), **cond)
+    plain = model(x, t, references=refs, **cond)
+    change = (cued - plain).abs().amax(dim=(1, 3, 4))  # (B, F)
+    assert change[1].max() < 1e-5  # sample 1 has no cue (masked keys: rounding only)
+    # Cued frames change most; the rest only through self-attention, far less.
+    assert change[0, 1:3].min() > 3 * max(change[0, 0], change[0, 3:].max())
+    # No cue anywhere is exactly no cues; dropping the text drops the cues.
+    none = model(x, t, references=refs, cues=TextCues(feats, mask, torch.full((B, f), -1)), **cond)
+    assert torch.allclose(none, plain, atol=1e-5)
+    drop = torch.tensor([True, True])
+    dropped = model(
+        x, t, references=refs, cues=TextCues(feats, mask, index), drop_text=drop, **cond
+    )
+    assert torch.allclose(dropped, model(x, t, references=refs, drop_text=drop, **cond), atol=1e-6)
+    # A model without the cue path ignores cues; a bad index is refused.
+    base = make_model(tiny_cfg())
+    assert torch.equal(base(x, t, cues=TextCues(feats, mask, index), **cond), base(x, t, **cond))
+    with pytest.raises(ValueError, match="cue index must be"):
+        model(x, t, cues=TextCues(feats, mask, index[:, :2]), **cond)
+    with pytest.raises(ValueError, match="beyond"):
+        TextCues(feats, mask, index + 2)
 
 
 def test_determinism_state_dict_round_trip_and_gradients():

@@ -27,7 +27,7 @@ from lpm.models.vae import LightDecoder, LightDecoderConfig, WanVAEConfig, build
 SR = 16000
 
 
-def tiny_bundle(decoder: str = "vae") -> ModelBundle:
+def tiny_bundle(decoder: str = "vae", text_cues: bool = False) -> ModelBundle:
     torch.manual_seed(0)
     mel = LogMelFeatures(LogMelConfig(sample_rate=SR, fps=24, n_mels=16, mels_per_frame=2))
     text = NanoTextEncoder(NanoTextEncoderConfig(vocab_size=256, dim=32, num_layers=1, num_heads=2))
@@ -39,6 +39,7 @@ def tiny_bundle(decoder: str = "vae") -> ModelBundle:
         freq_dim=32,
         text_dim=32,
         audio_dim=mel.feature_dim,
+        text_cues=text_cues,
     )
     spec = BundleSpec(
         name="tiny",
@@ -133,6 +134,52 @@ def test_generate_writes_a_playable_mp4_with_audio(tmp_path):
         assert container.streams.audio[0].codec_context.name == "aac"
         assert sum(1 for _ in container.decode(video=0)) == 48
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_timed_instructions_become_cues_of_their_latent_frames():
+    bundle = tiny_bundle(text_cues=True)
+    with torch.no_grad():
+        bundle.transformer.cue_type.normal_(0, 1.0)
+    pipe = Pipeline(bundle)
+    whole = ScriptSegment(start=0, end=2, text="a calm character")
+    nod = ScriptSegment(start=0.5, end=1.2, text="it nods")
+    prepared = pipe.prepare(face(), speak_audio=tone(2.0), script=[whole, nod])
+    # 12 latents of 4 frames at 24 fps; segments of 8 with 2 context + 1 blend latents.
+    assert prepared.prompts == {0: "a calm character", 1: "a calm character"}
+    cued = [f for f in range(8) if prepared.cues[0][f] == "it nods"]
+    assert cued == [3, 4, 5, 6]  # latent middles (4f + 2) / 24 s in [0.5, 1.2)
+    assert all(c is None for c in prepared.cues[1][2:])  # the second segment starts at latent 5
+    cond = pipe.segment_conditions(prepared, 0)
+    assert cond.cues.features.shape == (1, 1, 64, 32)
+    assert cond.cues.index[0].tolist() == [-1, -1, -1, 0, 0, 0, 0, -1]
+    with_cue = pipe.sample_latents(prepared, seed=1)
+    without = pipe.sample_latents(
+        pipe.prepare(face(), speak_audio=tone(2.0), script=[whole]), seed=1
+    )
+    change = (with_cue - without).abs().amax(dim=(0, 1, 3, 4))
+    assert change[3:7].min() > 0 and change[3:7].mean() > change[:2].mean()
+    # A guidance level of their own amplifies the cues; without cues it changes nothing.
+    louder = pipe.sample_latents(prepared, seed=1, cue_scale=4.0)
+    gain = (louder - without).abs().amax(dim=(0, 1, 3, 4))
+    assert gain[3:7].mean() > change[3:7].mean()
+    bare_prep = pipe.prepare(face(), speak_audio=tone(2.0), script=[whole])
+    assert torch.equal(pipe.sample_latents(bare_prep, seed=1, cue_scale=4.0), without)
+    # Consecutive instructions: each segment's prompt is the one covering most of it; the
+    # frames of the other become its cue.
+    steps = pipe.prepare(
+        face(),
+        speak_audio=tone(2.0),
+        script=[
+            ScriptSegment(start=0, end=1, text="nod"),
+            ScriptSegment(start=1, end=2, text="wave"),
+        ],
+    )
+    assert steps.prompts == {0: "nod", 1: "wave"}
+    assert steps.cues[0] == [None] * 6 + ["wave"] * 2
+    assert steps.cues[1] == ["nod"] + [None] * 6
+    # Without a script nothing is cued.
+    bare = pipe.prepare(face(), speak_audio=tone(2.0))
+    assert pipe.segment_conditions(bare, 0).cues is None
 
 
 def test_generation_is_seeded_and_survives_a_bundle_round_trip(tmp_path):

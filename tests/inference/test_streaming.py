@@ -12,8 +12,8 @@ from lpm.models.dit.model import LPMTransformer
 from tests.inference.test_pipeline import face, tiny_bundle, tone
 
 
-def online_bundle(decoder: str = "light", refiner: bool = True):
-    bundle = tiny_bundle(decoder=decoder)
+def online_bundle(decoder: str = "light", refiner: bool = True, text_cues: bool = False):
+    bundle = tiny_bundle(decoder=decoder, text_cues=text_cues)
     cfg = bundle.cfg.replace(
         name="tiny-online", attention="chunk_causal", sink_chunks=1, window_chunks=1
     )
@@ -64,6 +64,23 @@ def test_prompt_and_audio_changes_apply_at_chunk_boundaries():
     late.push_audio("listen", tone(3.0, 440.0))
     c, d = session(bundle).step(), late.step()
     assert not np.array_equal(c.frames, d.frames)
+
+
+def test_cues_apply_to_their_latent_frames_at_the_next_chunk():
+    bundle = online_bundle(text_cues=True)
+    with torch.no_grad():
+        for model in (bundle.transformer, bundle.refiner):
+            model.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    base, cued = session(bundle), session(bundle)
+    assert np.array_equal(base.step().frames, cued.step().frames)
+    per = bundle.cfg.latents_per_chunk
+    cued.set_cues([None] * (per - 2) + ["it nods", "it nods"])
+    a, b = base.step(), cued.step()
+    assert not np.array_equal(a.frames, b.frames)
+    cued.set_cues(None)  # cleared: the same conditions again (the history differs)
+    assert cued.conditions(2).cues is None and base.conditions(2).cues is None
+    with pytest.raises(ValueError, match="one per latent"):
+        cued.set_cues(["a"] * (per + 1))
 
 
 def test_memory_is_flat_over_a_long_stream():

@@ -43,6 +43,36 @@ def test_clip_directory_and_mp4(tmp_path):
     assert {"view_front", "view_left", "view_right", "view_back", "expr_thinking"} <= refs
 
 
+def test_cues_follow_the_action_and_expression_labels(tmp_path):
+    from lpm.data.stage.captions import ACTION_PHRASES, EXPRESSION_PHRASES
+
+    entries = build_dataset(_cfg(tmp_path, clips=8), progress=False)
+    seen = 0
+    for e in entries:
+        d = tmp_path / e["dir"]
+        labels = json.loads((d / CLIP_FILES.labels).read_text())["fields"]
+        cues = json.loads((d / CLIP_FILES.captions).read_text())["cues"]
+        covered = set()
+        for c in cues:
+            frames = range(c["start_frame"], c["end_frame"])
+            acts = {labels["action"][i] for i in frames}
+            exprs = {labels["expression"][i] for i in frames}
+            assert len(acts) == 1 and len(exprs) == 1  # one run of one action and expression
+            act, expr = acts.pop(), exprs.pop()
+            assert act != "none" or expr != "neutral"
+            if act != "none":
+                assert any(f" {p}." in c["text"] for p in ACTION_PHRASES[act])
+            if expr != "neutral":
+                assert any(f", {p}." in c["text"] for p in EXPRESSION_PHRASES[expr])
+            covered.update(frames)
+        n = len(labels["action"])
+        rest = [i for i in range(n) if i not in covered]
+        assert all(labels["action"][i] == "none" and labels["expression"][i] == "neutral"
+                   for i in rest)  # fmt: skip
+        seen += len(cues)
+    assert seen > 0
+
+
 def test_same_seed_same_dataset(tmp_path):
     build_dataset(_cfg(tmp_path / "a", clips=2), progress=False)
     build_dataset(_cfg(tmp_path / "b", clips=2), progress=False)

@@ -245,6 +245,36 @@ def test_motion_weight_recipe_field_reaches_the_problem():
         tiny("motion_weight=-1")
 
 
+def test_cue_weight_and_cue_learning_rate():
+    from lpm.models.dit.model import TextCues
+    from lpm.train.schedule import build_optimizer
+
+    data = SyntheticDataset(tiny().model_config(), size=4, latent_shape=(6, 4, 4), seed=0)
+    batch = collate([data[i] for i in range(4)])
+    speak = tiny().stages[0]
+    index = torch.full((4, 6), -1)
+    index[0, 2:4] = 0
+    batch.cues = TextCues(torch.randn(4, 1, 3, 16), torch.ones(4, 1, 3, dtype=torch.bool), index)
+    p = build_problem(batch, tiny("cue_weight=3"), speak, step=0)
+    w = p.loss_weight  # (B, 1, F, 1, 1): cued frames 4x the others, mean 1 per sample
+    torch.testing.assert_close(w.mean(dim=(2, 3, 4)).flatten(), torch.ones(4))
+    assert w[0, 0, 2, 0, 0] == pytest.approx(4 * w[0, 0, 0, 0, 0].item())
+    torch.testing.assert_close(w[1:], torch.ones_like(w[1:]))
+    assert p.model_kwargs["cues"] is batch.cues
+    with pytest.raises(ValueError, match="cue_weight"):
+        tiny("cue_weight=-1")
+    recipe = tiny("model.text_cues=true", "cue_lr_scale=10", "lr=1e-3")
+    from lpm.models.dit.model import LPMTransformer
+
+    model = LPMTransformer(recipe.model_config())
+    opt, _ = build_optimizer(model, recipe)
+    cue_params = {id(q) for n, q in model.named_parameters() if n.startswith("cue_")}
+    for group in opt.param_groups:
+        is_cue = {id(q) in cue_params for q in group["params"]}
+        assert len(is_cue) == 1
+        assert group["initial_lr"] == pytest.approx(1e-2 if is_cue.pop() else 1e-3)
+
+
 def test_init_starts_from_the_weights_of_a_run_and_rejects_other_models(tmp_path):
     from lpm.distill.models import resolve_checkpoint
     from lpm.models.dit.checkpoint import load_lpm_checkpoint

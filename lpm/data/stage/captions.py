@@ -4,6 +4,10 @@ Every caption opens with the performer's time-invariant traits, then says what t
 in the span: speaking, listening or silent; the dominant expression; the actions, in order. Each
 action and expression has several phrasings, chosen by a seeded generator, so a text encoder
 cannot key on one fixed string. Speech content is never put into captions.
+
+Cues are short timed captions: one per run of frames in which the performer does the same action
+and shows the same (non-neutral) expression, in the words a script's timed instruction uses
+(``<traits> nods.``, ``<traits>, smiling.``). They teach a model *when* a request applies.
 """
 
 from __future__ import annotations
@@ -238,4 +242,41 @@ def sentence_captions(
                 speaker=owner.get(a, -1),
             )
         )
+    return out
+
+
+def cue_captions(
+    ch: Character, perf: Performance, start: int, stop: int, rng: np.random.Generator
+) -> list[CaptionSpan]:
+    """Timed cues of session frames [start, stop): one span per run of frames with the same
+    action and expression, skipping runs with neither (frame numbers relative to `start`).
+
+    The text names the action, then the expression, each as its own sentence, in the form of
+    the timed instructions of `lpm.bench.materialize` (a phrasing drawn per span)."""
+    identity = describe_identity(ch)
+    neutral = EXPRESSIONS.index("neutral")
+    act, expr = perf.action[start:stop], perf.expression[start:stop]
+    out: list[CaptionSpan] = []
+    a = 0
+    for b in range(1, stop - start + 1):
+        if b < stop - start and act[b] == act[a] and expr[b] == expr[a]:
+            continue
+        parts = []
+        if act[a] != 0:
+            parts.append(f"{identity} {_pick(rng, ACTION_PHRASES[ACTIONS[int(act[a])]])}.")
+        if expr[a] != neutral:
+            parts.append(
+                f"{identity}, {_pick(rng, EXPRESSION_PHRASES[EXPRESSIONS[int(expr[a])]])}."
+            )
+        if parts:
+            states = np.bincount(perf.state[start + a : start + b], minlength=len(STATES))
+            out.append(
+                CaptionSpan(
+                    start_frame=a,
+                    end_frame=b,
+                    text=" ".join(parts),
+                    state=STATES[int(states.argmax())],
+                )
+            )
+        a = b
     return out

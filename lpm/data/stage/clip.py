@@ -14,6 +14,7 @@ import numpy as np
 from lpm.data.stage.captions import (
     DENSE_WINDOW_FRAMES,
     CaptionSpan,
+    cue_captions,
     dense_captions,
     sentence_captions,
 )
@@ -132,6 +133,8 @@ class StageClip:
     """(N,) float32: both speakers."""
     dense_captions: list[CaptionSpan]
     sentence_captions: list[CaptionSpan]
+    cue_captions: list[CaptionSpan] = field(default_factory=list)
+    """Timed cues: runs of one action and expression (`captions.cue_captions`)."""
     references: dict[str, np.ndarray] = field(default_factory=dict)
     """Name -> HxWx3 uint8 RGB: global_0/1, view_<view>, expr_<expression>."""
     script: list[dict] = field(default_factory=list)
@@ -267,6 +270,7 @@ def render_clip(
         mix_audio=np.clip(speak + listen, -1, 1),
         dense_captions=dense_captions(performer, perf, start, stop, cap_rng, DENSE_WINDOW_FRAMES),
         sentence_captions=sentence_captions(performer, perf, conv, start, stop, cap_rng),
+        cue_captions=cue_captions(performer, perf, start, stop, cap_rng),
         references=reference_images(performer, perf, start, stop, spec.size, rng)
         if references
         else {},

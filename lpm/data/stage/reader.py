@@ -115,7 +115,7 @@ def read_clip_dir(clip_dir: str | Path) -> ClipData:
         _require(abs(len(x) - n / fps * sr) <= sr / fps, d / name, "length differs from video")
         audio[key] = x
     captions = _json(d / CLIP_FILES.captions)
-    for c in captions.get("dense", []) + captions.get("sentences", []):
+    for c in captions.get("dense", []) + captions.get("sentences", []) + captions.get("cues", []):
         ok = set(c) == {"start_frame", "end_frame", "text", "state", "speaker"}
         _require(ok and 0 <= c["start_frame"] < c["end_frame"] <= n, d / CLIP_FILES.captions,
                  f"bad caption entry {c}")  # fmt: skip

@@ -78,6 +78,7 @@ def write_clip(clip: StageClip, clip_dir: Path) -> None:
             "schema": SCHEMA_VERSION,
             "dense": [asdict(c) for c in clip.dense_captions],
             "sentences": [asdict(c) for c in clip.sentence_captions],
+            "cues": [asdict(c) for c in clip.cue_captions],
         },
     )
     _write_json(clip_dir / CLIP_FILES.meta, clip.meta())

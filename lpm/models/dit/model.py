@@ -64,6 +64,33 @@ class References:
         return torch.tensor([cfg.reference_offsets[k] - s for k, s in self.kinds])
 
 
+@dataclass
+class TextCues:
+    """Timed text: S cue prompts and which of them each latent frame follows.
+
+    ``features`` (B, S, Lc, text_dim) and ``mask`` (B, S, Lc) bool are the encoded cue prompts;
+    ``index`` (B, F) long names the cue of each latent frame of the video, -1 for none.
+    """
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    index: torch.Tensor
+
+    def __post_init__(self) -> None:
+        if self.features.ndim != 4 or self.mask.shape != self.features.shape[:3]:
+            raise ValueError(
+                f"cue features must be (B, S, Lc, D) with a (B, S, Lc) mask, got "
+                f"{tuple(self.features.shape)} and {tuple(self.mask.shape)}"
+            )
+        if self.index.ndim != 2 or self.index.shape[0] != self.features.shape[0]:
+            raise ValueError(f"cue index must be (B, F), got {tuple(self.index.shape)}")
+        if self.index.numel() and int(self.index.max()) >= self.features.shape[1]:
+            raise ValueError(
+                f"cue index {int(self.index.max())} names a cue beyond the "
+                f"{self.features.shape[1]} given"
+            )
+
+
 def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal features (..., dim) of timesteps t (...) in [0, 1000]: [cos, sin] halves."""
     half = dim // 2
@@ -72,6 +99,29 @@ def timestep_features(t: torch.Tensor, dim: int) -> torch.Tensor:
     )
     args = t.float()[..., None] * freqs
     return torch.cat((torch.cos(args), torch.sin(args)), dim=-1)
+
+
+class CueEmbed(nn.Module):
+    """One vector per timed cue, added to the timestep embedding of the latent frames it covers
+    (so it modulates every block there): the cue's tokens weighted by a learned score (attention
+    pooling picks the words that name a motion out of the character description around them),
+    then an MLP whose last layer starts at zero, so a fresh cue path changes nothing."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.dim
+        self.token = MLP(cfg.text_dim, d, d, nn.GELU(approximate="tanh"))
+        self.score = nn.Linear(d, 1)
+        self.out = MLP(d, d, d, nn.SiLU())
+        nn.init.zeros_(self.out.fc2.weight)
+        nn.init.zeros_(self.out.fc2.bias)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, S, Lc, text_dim) features, (B, S, Lc) mask -> (B, S, D)."""
+        tokens = self.token(features)
+        score = self.score(tokens)[..., 0].float().masked_fill(~mask, -1e4)
+        weights = score.softmax(dim=-1) * mask.any(dim=-1, keepdim=True)
+        return self.out((weights[..., None].to(tokens) * tokens).sum(dim=2))
 
 
 class OrderedAudioEmbed(nn.Module):
@@ -135,6 +185,8 @@ class LPMTransformer(nn.Module):
         self.text_embed = MLP(cfg.text_dim, d, d, nn.GELU(approximate="tanh"))
         self.audio_embed = MLP(cfg.audio_dim, d, d, nn.GELU(approximate="tanh"))
         self.speak_embed = OrderedAudioEmbed(cfg) if cfg.speak_tokens_per_latent else None
+        self.cue_type = nn.Parameter(torch.zeros(d)) if cfg.text_cues else None
+        self.cue_embed = CueEmbed(cfg) if cfg.text_cues else None
         self.blocks = nn.ModuleList(LPMBlock(cfg, i) for i in range(cfg.num_layers))
         self.head = Head(cfg)
 
@@ -233,6 +285,7 @@ class LPMTransformer(nn.Module):
         cache_write: bool = False,
         drop_text: torch.Tensor | None = None,
         drop_audio: torch.Tensor | None = None,
+        cues: TextCues | None = None,
     ) -> torch.Tensor:
         """Predict the flow velocity for noisy latents.
 
@@ -249,6 +302,9 @@ class LPMTransformer(nn.Module):
             kv_cache: stream step: x is one chunk attending to the cache (refs via
                 `cache_references`); with ``cache_write`` its keys/values are appended.
             drop_text, drop_audio: (B,) bool, True drops that condition (classifier-free guidance).
+                Dropping the text drops the cues with it.
+            cues: timed text cues, one index per latent frame of x; read only by a model with
+                ``cfg.text_cues`` (others ignore them) and only together with ``text``.
         Returns:
             (B, C_out, F, h, w) predicted velocity.
         """
@@ -299,8 +355,18 @@ class LPMTransformer(nn.Module):
         temb = self.time_embed(
             timestep_features(frame_t, cfg.freq_dim).to(self.time_proj.weight.dtype)
         )
+        use_cues = cues is not None and self.cue_embed is not None and text is not None
+        if use_cues:
+            if cues.index.shape != (b, f):
+                raise ValueError(
+                    f"cue index must be (B, F)=({b}, {f}), got {tuple(cues.index.shape)}"
+                )
+            temb = self._cue_modulation(temb, cues, ref_frames, drop_text)
         mod = self.time_proj(nn.functional.silu(temb)).unflatten(2, (6, -1))
         text_tokens = self.text_embed(text) if text is not None else None
+        text_vis = None if text_mask is None else text_mask.bool()[:, None, None, :]
+        if use_cues:
+            text_tokens, text_vis = self._with_cues(text_tokens, text_vis, cues, f, grid)
         audio, audio_mask = {}, {}
         for stream, feats in (("speak", speak_audio), ("listen", listen_audio)):
             if feats is None:
@@ -320,7 +386,7 @@ class LPMTransformer(nn.Module):
             rope_q=rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta),
             ref_positions=ref_positions,
             text=text_tokens,
-            text_mask=None if text_mask is None else text_mask.bool()[:, None, None, :],
+            text_mask=text_vis,
             audio=audio,
             audio_mask=audio_mask,
         )
@@ -363,6 +429,40 @@ class LPMTransformer(nn.Module):
         grid = (lat.shape[3] // self.cfg.patch_size[1], lat.shape[4] // self.cfg.patch_size[2])
         positions = grid_positions(refs.temporal_positions(self.cfg).to(lat.device), *grid)
         return tokens, positions, grid
+
+    def _cue_modulation(self, temb, cues: TextCues, ref_frames: int, drop_text) -> torch.Tensor:
+        """``temb`` (B, R + fp, D) with each video frame's cue vector added (none: zero)."""
+        b, s = cues.features.shape[:2]
+        index = cues.index[:, :: self.cfg.patch_size[0]].to(temb.device)
+        if s == 0:
+            return temb
+        vec = self.cue_embed(cues.features.to(temb), cues.mask.bool().to(temb.device))
+        vec = torch.cat((vec.new_zeros(b, 1, vec.shape[-1]), vec), dim=1)  # slot 0: no cue
+        per_frame = torch.gather(vec, 1, (index + 1)[..., None].expand(-1, -1, vec.shape[-1]))
+        if drop_text is not None:
+            per_frame = per_frame * (~drop_text.bool()).to(per_frame)[:, None, None]
+        return torch.cat((temb[:, :ref_frames], temb[:, ref_frames:] + per_frame), dim=1)
+
+    def _with_cues(self, text_tokens, text_vis, cues: TextCues, f: int, grid):
+        """Text tokens with every cue's tokens appended, and a (B, 1, Nv, Lt + S*Lc) mask that
+        shows each video token the prompt and the cue of its own latent frame only."""
+        b, s, lc, _ = cues.features.shape
+        if s == 0:
+            return text_tokens, text_vis
+        dev = text_tokens.device
+        cue_tokens = self.text_embed(cues.features.flatten(1, 2).to(text_tokens)) + self.cue_type
+        index = cues.index[:, :: self.cfg.patch_size[0]].to(dev)  # (B, fp)
+        own = index[:, :, None] == torch.arange(s, device=dev)[None, None, :]  # (B, fp, S)
+        vis = (own[..., None] & cues.mask.bool().to(dev)[:, None]).flatten(2)  # (B, fp, S*Lc)
+        vis = vis.repeat_interleave(grid[0] * grid[1], dim=1)  # (B, Nv, S*Lc)
+        n_text = text_tokens.shape[1]
+        prompt = (
+            torch.ones(b, 1, 1, n_text, dtype=torch.bool, device=dev)
+            if text_vis is None
+            else text_vis
+        )
+        prompt = prompt.expand(b, 1, vis.shape[1], n_text)
+        return torch.cat((text_tokens, cue_tokens), 1), torch.cat((prompt, vis[:, None]), dim=-1)
 
     def _frame_timesteps(self, timestep: torch.Tensor, b: int, f: int) -> torch.Tensor:
         pt = self.cfg.patch_size[0]

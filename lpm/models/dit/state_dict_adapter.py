@@ -94,8 +94,9 @@ _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 def is_fresh(key: str) -> bool:
-    """True for our audio tensors, which have no Wan2.1 counterpart and keep their fresh init."""
-    return key.startswith(("audio_embed.", "speak_embed.")) or bool(
+    """True for our audio tensors and the text-cue embedding, which have no Wan2.1 counterpart
+    and keep their fresh init."""
+    return key.startswith(("audio_embed.", "speak_embed.", "cue_")) or bool(
         re.match(r"^blocks\.\d+\.cross_attn\.(audio_|norm_audio_k\.)", key)
     )
 
