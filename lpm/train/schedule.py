@@ -40,7 +40,7 @@ def build_optimizer(
         {"params": decay, "weight_decay": recipe.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    cue_lr = recipe.lr * recipe.cue_lr_scale
+    cue_lr = recipe.lr * getattr(recipe, "cue_lr_scale", 1.0)  # distill / DPO recipes: 1
     groups += [
         {"params": ps, "weight_decay": wd, "lr": cue_lr}
         for ps, wd in ((cue_decay, recipe.weight_decay), (cue_no_decay, 0.0))
