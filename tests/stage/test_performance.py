@@ -45,6 +45,24 @@ def test_mouth_follows_own_speech_not_partner(conversation_clips):
         assert abs(int(np.argmax(lags)) - 3) <= 3
 
 
+def test_the_envelope_opening_moved_by_the_characters_lead_is_the_labelled_mouth(
+    conversation_clips,
+):
+    """The premise of benchmarks/lip_sync_bound.py: only the articulation gain is left over."""
+    from lpm.data.stage.performance import speech_opening
+
+    for clip in conversation_clips:
+        n = len(clip.frames)
+        db = audio_features(clip.speak_audio, clip.spec.sample_rate, clip.spec.fps, n)["db"]
+        mouth = np.array(clip.labels["mouth_open"])
+        speaking = np.array(clip.labels["state"]) == "speak"
+        lead = clip.performer.lip_lead_frames
+        # label frame t shows the opening of frame t + lead
+        corr = {k: lag_corr(mouth, speech_opening(db), speaking, k) for k in range(-2, 5)}
+        assert corr[lead] > 0.9, (lead, corr)
+        assert max(corr, key=corr.get) == lead
+
+
 def test_labels_are_complete_and_in_vocabulary(conversation_clips):
     clip = conversation_clips[0]
     n = len(clip.frames)

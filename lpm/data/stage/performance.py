@@ -346,6 +346,15 @@ def _blinks(rng: np.random.Generator, ch: Character, times: np.ndarray) -> np.nd
     return np.clip(blink * 1.1, 0.0, 1.0)
 
 
+def speech_opening(db: np.ndarray) -> np.ndarray:
+    """The mouth opening the speech envelope alone gives, per frame, from the per-frame RMS
+    level in dB (`audio_features`): level mapped from -40..-10 dB to 0..1, smoothed over 1.5
+    frames (jaw inertia), raised to 1.2. `perform` multiplies it by a random articulation gain
+    and moves it earlier by the character's lip lead."""
+    level = np.clip((np.asarray(db) + 40.0) / 30.0, 0.0, 1.0)
+    return _smooth(level, 1.5) ** 1.2
+
+
 def perform(
     ch: Character, conv: Conversation, fps: int, rng: np.random.Generator, view: str = "front"
 ) -> Performance:
@@ -372,9 +381,9 @@ def perform(
 
     # mouth: own envelope -> opening, own centroid -> rounding; leads audio by lip_lead_frames
     level = np.clip((own["db"] + 40.0) / 30.0, 0.0, 1.0)
-    # jaw inertia (a short smoothing) and articulation variety (a slow per-syllable gain)
+    # articulation variety (a slow per-syllable gain) on the envelope's opening
     articulation = np.clip(1.0 + _ou(rng, n, fps, 0.12, theta=3.0), 0.6, 1.3)
-    opening = np.clip(_smooth(level, 1.5) ** 1.2 * articulation, 0.0, 1.0)
+    opening = np.clip(speech_opening(own["db"]) * articulation, 0.0, 1.0)
     rounding = np.clip((1700.0 - own["centroid"]) / 900.0, 0.0, 1.0)
     lead = ch.lip_lead_frames
     if lead > 0:
