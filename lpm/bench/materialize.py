@@ -23,7 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from lpm.bench.case import CaseSpec, Instruction, ReferenceSpec
-from lpm.data.stage.captions import ACTION_PHRASES, EXPRESSION_PHRASES, describe_identity
+from lpm.data.stage.captions import ACTION_PHRASES, EXPRESSION_PHRASES, cue_sentence
 from lpm.data.stage.schema import DEFAULT_SAMPLE_RATE
 from lpm.media import read_image, read_video, write_mp4
 
@@ -72,7 +72,6 @@ def stage_instructions(clip, fps: int) -> tuple[Instruction, ...]:
         out.append(
             Instruction(start_s=cap.start_frame / fps, end_s=cap.end_frame / fps, text=cap.text)
         )
-    who = describe_identity(clip.performer)
     t0 = clip.clip_start_frame / fps
     for e in clip.performance.events if clip.performance else []:
         s, t = max(0.0, e.start_s - t0), min(dur, e.end_s - t0)
@@ -83,7 +82,7 @@ def stage_instructions(clip, fps: int) -> tuple[Instruction, ...]:
                 start_s=round(s, 3),
                 end_s=round(t, 3),
                 action=e.action,
-                text=f"{who} {ACTION_PHRASES[e.action][0]}.",
+                text=cue_sentence(action=ACTION_PHRASES[e.action][0]),
             )
         )
     expr = clip.labels["expression"]
@@ -96,7 +95,7 @@ def stage_instructions(clip, fps: int) -> tuple[Instruction, ...]:
                         start_s=round(start / fps, 3),
                         end_s=round(i / fps, 3),
                         expression=expr[start],
-                        text=f"{who}, {EXPRESSION_PHRASES[expr[start]][0]}.",
+                        text=cue_sentence(expression=EXPRESSION_PHRASES[expr[start]][0]),
                     )
                 )
             start = i

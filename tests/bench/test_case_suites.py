@@ -112,13 +112,18 @@ def test_user_suite_file_with_real_inputs(tmp_path):
 
 
 def test_stage_case_materialises_instructions_and_truth(conversation_inputs):
+    from lpm.data.stage.captions import ACTION_PHRASES, EXPRESSION_PHRASES
+
     inp = conversation_inputs
     case = inp.case
     assert inp.truth_frames.shape == (case.num_frames, 64, 64, 3)
     assert len(inp.speak) == len(inp.listen) == int(case.duration_s * 16000)
     for ins in case.instructions:
         assert 0 <= ins.start_s < ins.end_s <= case.duration_s + 1e-6
+        if ins.action:  # scorable instructions are cue sentences, as the Stage cues are
+            assert ins.text == f"The character {ACTION_PHRASES[ins.action][0]}."
         if ins.expression:  # the ground truth holds the requested expression in its span
+            assert ins.text == f"The character, {EXPRESSION_PHRASES[ins.expression][0]}."
             a, b = round(ins.start_s * case.fps), round(ins.end_s * case.fps)
             assert set(inp.truth_labels["expression"][a:b]) == {ins.expression}
 

@@ -245,15 +245,25 @@ def sentence_captions(
     return out
 
 
+def cue_sentence(action: str | None = None, expression: str | None = None) -> str:
+    """One cue sentence: ``action`` is a phrase of `ACTION_PHRASES` ("The character leans
+    in."), ``expression`` one of `EXPRESSION_PHRASES` ("The character, smiling.")."""
+    if (action is None) == (expression is None):
+        raise ValueError("give exactly one of action= and expression=")
+    return f"The character {action}." if action is not None else f"The character, {expression}."
+
+
 def cue_captions(
     ch: Character, perf: Performance, start: int, stop: int, rng: np.random.Generator
 ) -> list[CaptionSpan]:
     """Timed cues of session frames [start, stop): one span per run of frames with the same
     action and expression, skipping runs with neither (frame numbers relative to `start`).
 
-    The text names the action, then the expression, each as its own sentence, in the form of
-    the timed instructions of `lpm.bench.materialize` (a phrasing drawn per span)."""
-    identity = describe_identity(ch)
+    A cue names what happens and nothing else: the action, then the expression, each as its
+    own sentence about "The character" (`cue_sentence`), in the form of the timed instructions
+    of `lpm.bench.materialize` (a phrasing drawn per span). Who the character is stays in the
+    clip's caption; repeating it in every cue drowns the few words that differ."""
+    del ch  # the cue does not describe the character
     neutral = EXPRESSIONS.index("neutral")
     act, expr = perf.action[start:stop], perf.expression[start:stop]
     out: list[CaptionSpan] = []
@@ -263,11 +273,10 @@ def cue_captions(
             continue
         parts = []
         if act[a] != 0:
-            parts.append(f"{identity} {_pick(rng, ACTION_PHRASES[ACTIONS[int(act[a])]])}.")
+            parts.append(cue_sentence(action=_pick(rng, ACTION_PHRASES[ACTIONS[int(act[a])]])))
         if expr[a] != neutral:
-            parts.append(
-                f"{identity}, {_pick(rng, EXPRESSION_PHRASES[EXPRESSIONS[int(expr[a])]])}."
-            )
+            phrase = _pick(rng, EXPRESSION_PHRASES[EXPRESSIONS[int(expr[a])]])
+            parts.append(cue_sentence(expression=phrase))
         if parts:
             states = np.bincount(perf.state[start + a : start + b], minlength=len(STATES))
             out.append(
