@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from lpm.config import ModelConfig
-from lpm.diffusion.guidance import Conditions, GuidanceLevel, GuidedModel
+from lpm.diffusion.guidance import Conditions, GuidedModel
 from lpm.inference.chunk_step import ChunkConditions
+from lpm.inference.denoise import cues_of, guidance_levels, text_audio_conditions
 from lpm.models.dit.model import LPMTransformer, References, TextCues
 from lpm.train.batch import TrainBatch
 
@@ -100,10 +101,6 @@ def clip_velocity(
     """
     if conds is None:
         conds = _conditions(clip)
-    t = conds["text"]
-    cues = None
-    if "cue_index" in t:
-        cues = TextCues(t["cue_features"], t["cue_mask"], t["cue_index"])
     return model(
         x,
         1000.0 * sigma,
@@ -115,30 +112,32 @@ def clip_velocity(
         attention="bidirectional",
         drop_text=conds["text"].get("drop"),
         drop_audio=conds["audio"].get("drop"),
-        cues=cues,
+        cues=cues_of(conds),
     )
 
 
-def _conditions(clip: ClipConditions) -> Conditions:
-    text = {"features": clip.text, "mask": clip.text_mask}
-    if clip.cues is not None:  # guided with the text: dropping the text drops its cues
-        text.update(
-            cue_features=clip.cues.features, cue_mask=clip.cues.mask, cue_index=clip.cues.index
-        )
-    return {"text": text, "audio": {"speak": clip.speak_audio, "listen": clip.listen_audio}}
+def _conditions(clip: ClipConditions, *, cue_level: bool = False) -> Conditions:
+    return text_audio_conditions(
+        clip.text, clip.text_mask, clip.speak_audio, clip.listen_audio, clip.cues,
+        cue_level=cue_level,
+    )  # fmt: skip
 
 
 def guided_teacher(
-    model: LPMTransformer, clip: ClipConditions, *, text_scale: float, audio_scale: float
+    model: LPMTransformer,
+    clip: ClipConditions,
+    *,
+    text_scale: float,
+    audio_scale: float,
+    cue_scale: float = 0.0,
 ) -> GuidedModel:
     """The real score: ``(x (B, C, F, h, w), sigma (B,)) -> v`` with nested text/audio guidance
-    (``v_u + s_text (v_t - v_u) + s_audio (v_ta - v_t)``); all passes run as one batch."""
-    levels = (
-        GuidanceLevel(name="text", keys=("text",), scale=text_scale),
-        GuidanceLevel(name="audio", keys=("audio",), scale=audio_scale),
-    )
+    (``v_u + s_text (v_t - v_u) + s_audio (v_ta - v_t)``); all passes run as one batch. With
+    ``cue_scale`` > 0 and timed cues, the cues get their own level between text and audio, as
+    Base's sampler does (`lpm.inference.denoise.guided_velocity`)."""
+    conditions = _conditions(clip, cue_level=cue_scale > 0)
     return GuidedModel(
         lambda x, sigma, conds: clip_velocity(model, x, sigma, clip, conds),
-        _conditions(clip),
-        levels,
+        conditions,
+        guidance_levels(conditions, text_scale, audio_scale, cue_scale),
     )

@@ -76,6 +76,9 @@ class DistillRecipe:
     """Teacher text guidance scale (trajectories and the real score)."""
     audio_scale: float = 4.0
     """Teacher audio guidance scale on top of text."""
+    cue_scale: float = 0.0
+    """Teacher guidance scale of the timed cues, a level between text and audio (0: the cues
+    ride with the text), as Base's ``sampling.cue_scale``."""
     batch_size: int = 2
     """Global batch (clips per generator step, summed over ranks)."""
     lr: float = 2e-6

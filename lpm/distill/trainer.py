@@ -320,8 +320,9 @@ class DistillTrainer(StepLoop):
     def _dmd(self, clip: ClipConditions, x0: torch.Tensor) -> tuple[torch.Tensor, dict]:
         r = self.recipe
         real = guided_teacher(
-            self.teacher, clip, text_scale=r.text_scale, audio_scale=r.audio_scale
-        )
+            self.teacher, clip, text_scale=r.text_scale, audio_scale=r.audio_scale,
+            cue_scale=r.cue_scale,
+        )  # fmt: skip
         self.critic.eval()
         fake = lambda x, s: clip_velocity(self.critic, x, s, clip)  # noqa: E731
         draw = draw_noise(x0, self._generator(4), sigma_range=r.dmd_sigma_range, shift=r.shift)

@@ -63,6 +63,7 @@ class TrajectorySpec:
     """Clips 0..count-1 of the dataset."""
     shard_size: int
     """Clips per shard."""
+    cue_scale: float = 0.0
 
     @classmethod
     def from_recipe(cls, recipe: DistillRecipe, *, count: int, shard_size: int, teacher_cfg):
@@ -72,7 +73,7 @@ class TrajectorySpec:
             solver=recipe.teacher_solver, shift=recipe.shift, text_scale=recipe.text_scale,
             audio_scale=recipe.audio_scale, data=recipe.data, data_path=recipe.data_path,
             dataset_size=recipe.dataset_size, latent_shape=recipe.latent_shape(),
-            seed=recipe.seed, count=count, shard_size=shard_size,
+            seed=recipe.seed, count=count, shard_size=shard_size, cue_scale=recipe.cue_scale,
         )  # fmt: skip
 
     def to_json(self) -> str:
@@ -120,8 +121,9 @@ def teacher_trajectory(
     batch = collate(samples).to(device)
     clip = clip_conditions(batch)
     model_fn = guided_teacher(
-        teacher, clip, text_scale=recipe.text_scale, audio_scale=recipe.audio_scale
-    )
+        teacher, clip, text_scale=recipe.text_scale, audio_scale=recipe.audio_scale,
+        cue_scale=recipe.cue_scale,
+    )  # fmt: skip
     shape = batch.latents.shape[1:]
     seeds = [mix_seed(recipe.seed, s.index, 17) for s in samples]
     noise = torch.stack(

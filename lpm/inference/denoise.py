@@ -54,29 +54,14 @@ def guided_velocity(
     Context frames are held at their given values with timestep ``context_sigma`` (0: clean)
     and get zero velocity, so any sampler leaves them as they are.
     """
-    conditions: Conditions = {
-        "text": {"features": cond.text, "mask": cond.text_mask},
-        "audio": {"speak": cond.speak_audio, "listen": cond.listen_audio},
-    }
-
-    cue_level = cond.cues is not None and cue_scale > 0
-    if cond.cues is not None:  # with the text (dropping the text drops its cues) or own level
-        cue = {"cue_features": cond.cues.features, "cue_mask": cond.cues.mask,
-               "cue_index": cond.cues.index}  # fmt: skip
-        if cue_level:
-            conditions["cue"] = cue
-        else:
-            conditions["text"].update(cue)
+    conditions = text_audio_conditions(
+        cond.text, cond.text_mask, cond.speak_audio, cond.listen_audio, cond.cues,
+        cue_level=cue_scale > 0,
+    )  # fmt: skip
 
     def velocity(x: torch.Tensor, sigma: torch.Tensor, conds: Conditions) -> torch.Tensor:
         b, f = x.shape[0], x.shape[2]
-        t = conds.get("cue", conds["text"])
-        cues = None
-        if "cue_index" in t:
-            index = t["cue_index"]
-            if "cue" in conds and conds["cue"].get("drop") is not None:
-                index = torch.where(conds["cue"]["drop"][:, None], -1, index)
-            cues = TextCues(t["cue_features"], t["cue_mask"], index)
+        cues = cues_of(conds)
         k = 0 if cond.context is None else cond.context.shape[2]
         timestep = (1000.0 * sigma.reshape(b, 1)).expand(b, f).clone()
         if k:
@@ -102,9 +87,54 @@ def guided_velocity(
             v = torch.cat((torch.zeros_like(v[:, :, :k]), v[:, :, k:]), dim=2)
         return v
 
-    levels = (
+    return GuidedModel(
+        velocity, conditions, guidance_levels(conditions, text_scale, audio_scale, cue_scale)
+    )
+
+
+def text_audio_conditions(
+    text: torch.Tensor,
+    text_mask: torch.Tensor,
+    speak_audio: torch.Tensor,
+    listen_audio: torch.Tensor,
+    cues: TextCues | None,
+    *,
+    cue_level: bool,
+) -> Conditions:
+    """The guidance conditions ``text`` and ``audio``; timed cues ride with the text (dropping
+    the text drops its cues) or, with ``cue_level``, form their own condition ``cue``."""
+    conditions: Conditions = {
+        "text": {"features": text, "mask": text_mask},
+        "audio": {"speak": speak_audio, "listen": listen_audio},
+    }
+    if cues is not None:
+        cue = {"cue_features": cues.features, "cue_mask": cues.mask, "cue_index": cues.index}
+        if cue_level:
+            conditions["cue"] = cue
+        else:
+            conditions["text"].update(cue)
+    return conditions
+
+
+def guidance_levels(
+    conditions: Conditions, text_scale: float, audio_scale: float, cue_scale: float = 0.0
+) -> tuple[GuidanceLevel, ...]:
+    """Nested levels text, then cue (when ``conditions`` has its own ``cue``), then audio."""
+    cue = [GuidanceLevel(name="cue", keys=("cue",), scale=cue_scale)] if "cue" in conditions else []
+    return (
         GuidanceLevel(name="text", keys=("text",), scale=text_scale),
-        *([GuidanceLevel(name="cue", keys=("cue",), scale=cue_scale)] if cue_level else []),
+        *cue,
         GuidanceLevel(name="audio", keys=("audio",), scale=audio_scale),
     )
-    return GuidedModel(velocity, conditions, levels)
+
+
+def cues_of(conds: Conditions) -> TextCues | None:
+    """The timed cues a guidance pass sees: from ``cue`` (its own level) or ``text``; frames of
+    a pass that drops the cue level follow no cue (index -1)."""
+    t = conds.get("cue", conds["text"])
+    if "cue_index" not in t:
+        return None
+    index = t["cue_index"]
+    if "cue" in conds and conds["cue"].get("drop") is not None:
+        index = torch.where(conds["cue"]["drop"][:, None], -1, index)
+    return TextCues(t["cue_features"], t["cue_mask"], index)

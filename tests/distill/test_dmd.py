@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
 
@@ -12,6 +13,7 @@ from lpm.distill.models import init_from, load_teacher
 from lpm.distill.perceptual import LatentFeatureLoss
 from lpm.distill.rollout import teacher_forced
 from lpm.distill.trainer import build_dataset
+from lpm.models.dit.model import TextCues
 from lpm.train.batch import collate
 from tests.distill.conftest import tiny
 
@@ -124,3 +126,28 @@ def test_cues_reach_the_teacher_and_each_chunk_gets_its_own_frames():
     with_cue = clip_velocity(teacher, x, sigma, clip)
     clip.cues = None
     assert not torch.equal(with_cue[0], clip_velocity(teacher, x, sigma, clip)[0])
+
+
+def test_cue_guidance_of_the_teacher_is_its_own_level():
+    # text, cue and audio passes combined as Base's sampler does (lpm.inference.denoise)
+    recipe, teacher, _, clip = _setup(**{"model.text_cues": "true"})
+    with torch.no_grad():
+        teacher.cue_type.normal_(0, 1.0)
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(2, 2, recipe.model_config().text_len, 16, generator=g)
+    index = torch.tensor([[-1, 0, 0, 1], [1, 1, -1, -1]])
+    cued = replace(clip, cues=TextCues(feats, torch.ones(feats.shape[:3], dtype=torch.bool), index))
+    uncued = replace(cued, cues=TextCues(feats, cued.cues.mask, torch.full_like(index, -1)))
+    x = torch.randn(2, 16, 4, 4, 4, generator=g)
+    sigma = torch.tensor([0.7, 0.4])
+
+    def v(c, text, audio, cue=0.0):
+        guided = guided_teacher(teacher, c, text_scale=text, audio_scale=audio, cue_scale=cue)
+        return guided(x, sigma)
+
+    v0, v_t, v_tc, v_tca = v(cued, 0, 0), v(uncued, 1, 0), v(cued, 1, 0), v(cued, 1, 1)
+    want = v0 + 2 * (v_t - v0) + 3 * (v_tc - v_t) + 2 * (v_tca - v_tc)
+    got = v(cued, 2, 2, cue=3.0)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert (v_tc - v_t).abs().amax() > 1e-3  # the cues matter
+    assert not torch.allclose(got, v(cued, 2, 2), atol=1e-4)  # cue guidance changes the score
