@@ -21,7 +21,11 @@ import numpy as np
 import torch
 
 
-def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
+def run(
+    size: int, chunks: int, pipelined: bool, model=None, cue: str | None = None, cue_scale=None
+) -> dict:
+    from dataclasses import replace
+
     from lpm.inference.bundle import ModelBundle, untrained_bundle
     from lpm.inference.streaming import StreamingSession
 
@@ -30,11 +34,15 @@ def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
         size = bundle.spec.height
     else:
         bundle = untrained_bundle("lpm-nano-online", size=size)
+    if cue_scale is not None:
+        bundle.spec.online = replace(bundle.spec_online_schedule(), cue_scale=cue_scale)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     t0 = time.perf_counter()
     session = StreamingSession(bundle, image, prompt="a cheerful person nods")
     t_session = time.perf_counter() - t0
+    if cue is not None:  # every chunk cued: the stream's most expensive case
+        session.set_cues(cue)
     t = np.arange(16000 * (chunks + 3)) / 16000
     session.push_audio(
         "speak",
@@ -70,6 +78,8 @@ def run(size: int, chunks: int, pipelined: bool, model=None) -> dict:
     return {
         "resolution": size,
         "pipelined": pipelined,
+        "cue": cue,
+        "cue_scale": bundle.spec_online_schedule().cue_scale,
         "chunks": chunks,
         "session_setup_s": t_session,
         "first_frame_s": first_frame,
@@ -89,10 +99,16 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--chunks", type=int, default=12)
     parser.add_argument("--model", default=None, help="an online bundle (default: random)")
+    parser.add_argument("--cue", default=None, help="a timed cue on every chunk (text_cues model)")
+    parser.add_argument("--cue-scale", type=float, default=None, help="stream cue guidance")
     args = parser.parse_args()
     torch.manual_seed(0)
     sizes = [None] if args.model else args.sizes
-    rows = [run(s, args.chunks, p, args.model) for s in sizes for p in (False, True)]
+    rows = [
+        run(s, args.chunks, p, args.model, args.cue, args.cue_scale)
+        for s in sizes
+        for p in (False, True)
+    ]
     print(f"threads={torch.get_num_threads()} cpus={os.cpu_count()}")
     cols = ("res", "pipe", "frame1(s)", "warm(s)", "chunk1(s)", "warm(s)", "chunk(s)", "RTF",
             "cond", "backbone", "refiner", "decode")  # fmt: skip

@@ -15,15 +15,16 @@ runs="${1:-runs}"
 base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
 cache="${4:-$runs/nano-cache-m40}"
-# the teacher guides its timed cues as the base bundle samples them (sampling.cue_scale)
-cue_scale="$(python -c 'import json, sys
-print(json.load(open(sys.argv[1]))["sampling"].get("cue_scale", 0.0))' "$base/bundle.json")"
-common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache"
-  --set "cue_scale=$cue_scale")
+# the teacher guides its timed cues as the base bundle samples them (sampling.cue_scale and
+# sampling.cue_min_sigma)
+sampling() { python -c 'import json, sys
+print(json.load(open(sys.argv[1]))["sampling"].get(sys.argv[2], 0.0))' "$base/bundle.json" "$1"; }
+cue=(--set "cue_scale=$(sampling cue_scale)" --set "cue_min_sigma=$(sampling cue_min_sigma)")
+common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache" "${cue[@]}")
 dmd=(--set lr=1e-5 --set critic_lr=1e-4)
 
 lpm distill trajectories --recipe nano-online --teacher "$base" --set "data_path=$cache" \
-  --set "cue_scale=$cue_scale" --out "$runs/online-traj" --count 192 --shard-size 32
+  "${cue[@]}" --out "$runs/online-traj" --count 192 --shard-size 32
 stage() {  # stage number, run name, extra --set arguments
   local n="$1" out="$runs/$2"; shift 2
   local resume=()

@@ -77,6 +77,9 @@ def generate(
     cue_scale: float = typer.Option(
         None, help="Guidance scale of timed instructions (bundle default; 0: with the text)."
     ),
+    cue_min_sigma: float = typer.Option(
+        None, help="Guide timed instructions only at noise levels at or above this (bundle's)."
+    ),
     solver: str = typer.Option(None, help="unipc or euler (bundle default)."),
     context_sigma: float = typer.Option(
         None, help="Noise level on a continuing segment's context latents (bundle default)."
@@ -127,6 +130,7 @@ def generate(
                 text_scale=text_scale,
                 audio_scale=audio_scale,
                 cue_scale=cue_scale,
+                cue_min_sigma=cue_min_sigma,
                 solver=solver,
                 context_sigma=context_sigma,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),

@@ -83,6 +83,9 @@ def pack(
     cue_scale: float = typer.Option(
         0.0, help="Default guidance scale of timed text cues (0: with the text)."
     ),
+    cue_min_sigma: float = typer.Option(
+        0.0, help="Cue guidance only at noise levels at or above this (0: at every step)."
+    ),
     context_sigma: float = typer.Option(
         0.0, help="Default noise level on a continuing segment's context latents."
     ),
@@ -97,7 +100,8 @@ def pack(
         settings = PackSettings(
             name=name, config=config, size=size, segment_latents=segment_latents,
             sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale,
-                                      context_sigma=context_sigma, cue_scale=cue_scale),
+                                      context_sigma=context_sigma, cue_scale=cue_scale,
+                                      cue_min_sigma=cue_min_sigma),
         )  # fmt: skip
         path = pack_bundle(settings, vae_dir=vae, out=out, checkpoint=checkpoint,
                            encoders=encoders, half=half, overwrite=overwrite)  # fmt: skip
@@ -165,6 +169,12 @@ def pack_online(
     history_sigma: float = typer.Option(
         None, help="Noise level of the backbone's history cache (default: the run's)."
     ),
+    cue_scale: float = typer.Option(
+        None, help="Guidance of timed cues in the backbone (1: none; default: the bundle's or 1)."
+    ),
+    cue_min_sigma: float = typer.Option(
+        None, help="Cue guidance only on backbone steps at noise levels at or above this."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
     """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
@@ -186,15 +196,14 @@ def pack_online(
     elif bundle.is_file() and json.loads(bundle.read_text()).get("online"):
         data = json.loads(bundle.read_text())["online"]
         schedule = OnlineSchedule(
-            backbone_timesteps=tuple(data["backbone_timesteps"]),
-            refiner_timestep=data["refiner_timestep"],
-            history_sigma=data["history_sigma"],
+            **{**data, "backbone_timesteps": tuple(data["backbone_timesteps"])}
         )
-    if refiner_timestep is not None:
-        schedule = dataclasses.replace(schedule, refiner_timestep=refiner_timestep)
-    if history_sigma is not None:
-        schedule = dataclasses.replace(schedule, history_sigma=history_sigma)
+    overrides = {"refiner_timestep": refiner_timestep, "history_sigma": history_sigma,
+                 "cue_scale": cue_scale, "cue_min_sigma": cue_min_sigma}  # fmt: skip
     try:
+        schedule = dataclasses.replace(
+            schedule, **{k: v for k, v in overrides.items() if v is not None}
+        )
         reports = pack_online_bundle(base, backbone=backbone, refiner=refiner, out=out,
                                      schedule=schedule, name=name, rank=rank,
                                      overwrite=overwrite)  # fmt: skip

@@ -26,6 +26,11 @@ v_text (one pass); all scales 1 give the fully conditional prediction (one pass)
 The model decides what a dropped condition means. Conditions are a mapping from a condition
 name to a dict of batch-first tensors, plus an optional ``"drop"`` bool mask of shape (B,); the
 guidance only ORs its own drops into that mask, and conditions in no level are never touched.
+
+A level's scale may also be a tensor that broadcasts against the prediction, e.g. one scale per
+frame of shape (B, 1, F, 1, 1): guidance then varies over the output (timed cues are amplified
+on the frames they cover and left at scale 1 elsewhere). A pass is skipped only where its
+coefficient is 0 everywhere.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch
 
 Condition = dict[str, torch.Tensor]
 Conditions = dict[str, Condition]
+Scale = float | torch.Tensor
 ConditionalModel = Callable[[torch.Tensor, torch.Tensor, Conditions], torch.Tensor]
 
 DROP_KEY = "drop"
@@ -50,29 +56,35 @@ class GuidanceLevel:
     """Label for the level, e.g. ``"text"`` or ``"audio"``."""
     keys: tuple[str, ...]
     """Condition names this level enables, e.g. ``("speak_audio", "listen_audio")``."""
-    scale: float
-    """Guidance scale: 1 = no guidance, 0 = condition ignored, > 1 = amplified."""
+    scale: Scale
+    """Guidance scale: 1 = no guidance, 0 = condition ignored, > 1 = amplified; a float, or a
+    tensor broadcasting against the prediction for a scale that varies over it."""
 
     def __post_init__(self) -> None:
         if not self.keys:
             raise ValueError(f"GuidanceLevel {self.name!r}: keys must not be empty")
 
 
-def guidance_coefficients(scales: Sequence[float]) -> tuple[float, ...]:
+def guidance_coefficients(scales: Sequence[Scale]) -> tuple[Scale, ...]:
     """Coefficients ``c_0..c_N`` of the passes ``v_0..v_N`` for nested scales ``s_1..s_N``.
 
-    ``c_k = s_k - s_{k+1}`` with ``s_0 = 1`` and ``s_{N+1} = 0``; they always sum to 1.
+    ``c_k = s_k - s_{k+1}`` with ``s_0 = 1`` and ``s_{N+1} = 0``; they always sum to 1. A tensor
+    scale gives tensor coefficients.
     """
-    padded = [1.0, *[float(s) for s in scales], 0.0]
+    padded = [1.0, *[s if torch.is_tensor(s) else float(s) for s in scales], 0.0]
     return tuple(padded[k] - padded[k + 1] for k in range(len(padded) - 1))
 
 
-def needed_passes(scales: Sequence[float]) -> tuple[int, ...]:
-    """Indices k of the passes v_k with a non-zero coefficient, ascending."""
-    return tuple(k for k, c in enumerate(guidance_coefficients(scales)) if c != 0.0)
+def needed_passes(scales: Sequence[Scale]) -> tuple[int, ...]:
+    """Indices k of the passes v_k with a coefficient that is non-zero somewhere, ascending."""
+    return tuple(
+        k
+        for k, c in enumerate(guidance_coefficients(scales))
+        if bool(torch.any(torch.as_tensor(c) != 0))
+    )
 
 
-def combine_guidance(preds: Mapping[int, torch.Tensor], scales: Sequence[float]) -> torch.Tensor:
+def combine_guidance(preds: Mapping[int, torch.Tensor], scales: Sequence[Scale]) -> torch.Tensor:
     """Combine pass predictions ``{k: v_k}`` (at least the :func:`needed_passes`) into v."""
     passes = needed_passes(scales)
     missing = [k for k in passes if k not in preds]

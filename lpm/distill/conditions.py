@@ -10,6 +10,7 @@ at the clip start), exactly the `ChunkConditions` the streaming engine builds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +18,7 @@ import torch
 from lpm.config import ModelConfig
 from lpm.diffusion.guidance import Conditions, GuidedModel
 from lpm.inference.chunk_step import ChunkConditions
-from lpm.inference.denoise import cues_of, guidance_levels, text_audio_conditions
+from lpm.inference.denoise import cue_interval, cues_of, guidance_levels, text_audio_conditions
 from lpm.models.dit.model import LPMTransformer, References, TextCues
 from lpm.train.batch import TrainBatch
 
@@ -130,14 +131,17 @@ def guided_teacher(
     text_scale: float,
     audio_scale: float,
     cue_scale: float = 0.0,
-) -> GuidedModel:
+    cue_min_sigma: float = 0.0,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The real score: ``(x (B, C, F, h, w), sigma (B,)) -> v`` with nested text/audio guidance
     (``v_u + s_text (v_t - v_u) + s_audio (v_ta - v_t)``); all passes run as one batch. With
     ``cue_scale`` > 0 and timed cues, the cues get their own level between text and audio, as
-    Base's sampler does (`lpm.inference.denoise.guided_velocity`)."""
+    Base's sampler does (`lpm.inference.denoise.guided_velocity`), guided on the frames they
+    cover and at noise levels σ ≥ ``cue_min_sigma``."""
     conditions = _conditions(clip, cue_level=cue_scale > 0)
-    return GuidedModel(
+    guided = GuidedModel(
         lambda x, sigma, conds: clip_velocity(model, x, sigma, clip, conds),
         conditions,
         guidance_levels(conditions, text_scale, audio_scale, cue_scale),
     )
+    return cue_interval(guided, cue_min_sigma)

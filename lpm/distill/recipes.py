@@ -79,6 +79,8 @@ class DistillRecipe:
     cue_scale: float = 0.0
     """Teacher guidance scale of the timed cues, a level between text and audio (0: the cues
     ride with the text), as Base's ``sampling.cue_scale``."""
+    cue_min_sigma: float = 0.0
+    """Teacher cue guidance only at noise levels σ ≥ this, as Base's ``sampling.cue_min_sigma``."""
     batch_size: int = 2
     """Global batch (clips per generator step, summed over ranks)."""
     lr: float = 2e-6

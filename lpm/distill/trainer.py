@@ -321,7 +321,7 @@ class DistillTrainer(StepLoop):
         r = self.recipe
         real = guided_teacher(
             self.teacher, clip, text_scale=r.text_scale, audio_scale=r.audio_scale,
-            cue_scale=r.cue_scale,
+            cue_scale=r.cue_scale, cue_min_sigma=r.cue_min_sigma,
         )  # fmt: skip
         self.critic.eval()
         fake = lambda x, s: clip_velocity(self.critic, x, s, clip)  # noqa: E731

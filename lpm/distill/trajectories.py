@@ -64,6 +64,7 @@ class TrajectorySpec:
     shard_size: int
     """Clips per shard."""
     cue_scale: float = 0.0
+    cue_min_sigma: float = 0.0
 
     @classmethod
     def from_recipe(cls, recipe: DistillRecipe, *, count: int, shard_size: int, teacher_cfg):
@@ -74,6 +75,7 @@ class TrajectorySpec:
             audio_scale=recipe.audio_scale, data=recipe.data, data_path=recipe.data_path,
             dataset_size=recipe.dataset_size, latent_shape=recipe.latent_shape(),
             seed=recipe.seed, count=count, shard_size=shard_size, cue_scale=recipe.cue_scale,
+            cue_min_sigma=recipe.cue_min_sigma,
         )  # fmt: skip
 
     def to_json(self) -> str:
@@ -122,7 +124,7 @@ def teacher_trajectory(
     clip = clip_conditions(batch)
     model_fn = guided_teacher(
         teacher, clip, text_scale=recipe.text_scale, audio_scale=recipe.audio_scale,
-        cue_scale=recipe.cue_scale,
+        cue_scale=recipe.cue_scale, cue_min_sigma=recipe.cue_min_sigma,
     )  # fmt: skip
     shape = batch.latents.shape[1:]
     seeds = [mix_seed(recipe.seed, s.index, 17) for s in samples]

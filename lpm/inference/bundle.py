@@ -66,6 +66,9 @@ class SamplingDefaults:
     cue_scale: float = 0.0
     """Guidance scale of timed text cues (a model with ``text_cues``) as a level of their own
     between text and audio (one more model pass); 0 guides them with the text."""
+    cue_min_sigma: float = 0.0
+    """Cue guidance acts only at noise levels σ ≥ this (the coarse motion an action is made
+    of); below it the cues are followed unguided, sparing the fine detail (a closed mouth)."""
     solver: str = "unipc"
     """``unipc`` or ``euler``."""
     context_sigma: float = 0.0
@@ -83,6 +86,8 @@ class SamplingDefaults:
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if self.cue_scale < 0:
             raise ValueError(f"cue_scale must be >= 0, got {self.cue_scale}")
+        if not 0.0 <= self.cue_min_sigma <= 1.0:
+            raise ValueError(f"cue_min_sigma must be in [0, 1], got {self.cue_min_sigma}")
 
 
 @dataclass(kw_only=True)

@@ -14,7 +14,7 @@ Timesteps are in model units (t = 1000 sigma).
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -34,6 +34,12 @@ class OnlineSchedule:
     """T2: the level the backbone output is re-noised to before the refiner's single step."""
     history_sigma: float = 0.1
     """Noise level (sigma) of the history the backbone's cache is built from."""
+    cue_scale: float = 1.0
+    """Guidance of timed cues in the backbone: 1 follows the cues as distilled; above 1 each
+    backbone step of a chunk with a cue also runs without the cues and amplifies the
+    difference on the cued frames (one more backbone pass on those chunks only)."""
+    cue_min_sigma: float = 0.0
+    """Cue guidance acts only on backbone steps at noise levels σ ≥ this (as Base's sampling)."""
 
     def __post_init__(self) -> None:
         ts = self.backbone_timesteps
@@ -43,6 +49,10 @@ class OnlineSchedule:
             raise ValueError(f"refiner_timestep={self.refiner_timestep} must be in (0, 1000]")
         if not 0 <= self.history_sigma < 1:
             raise ValueError(f"history_sigma={self.history_sigma} must be in [0, 1)")
+        if self.cue_scale < 0:
+            raise ValueError(f"cue_scale={self.cue_scale} must be >= 0 (1: no cue guidance)")
+        if not 0 <= self.cue_min_sigma <= 1:
+            raise ValueError(f"cue_min_sigma={self.cue_min_sigma} must be in [0, 1]")
 
 
 @dataclass
@@ -101,13 +111,34 @@ def backbone_chunk(
         t = torch.full((b,), 1000.0 * sigma, device=noise.device)
         grad = torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)
         with torch.set_grad_enabled(grad):
-            v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
+            cue_scale = schedule.cue_scale if sigma >= schedule.cue_min_sigma else 1.0
+            v = _cue_guided(model, x, t, cache, cond, cue_scale)
             x0 = x - sigma * v
         if sigma_next > 0:
             x = renoise(x0, sigma_next, generator)
     if write_history:
         model.write_history(x0.detach(), cache, generator=generator, **cond.kwargs())
     return x0
+
+
+def _cue_guided(
+    model: LPMTransformer,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    cache: StreamingKVCache,
+    cond: ChunkConditions,
+    cue_scale: float,
+) -> torch.Tensor:
+    """The chunk's velocity with its timed cues guided at ``cue_scale`` on the frames they
+    cover (scale 1 elsewhere): ``v_nocue + s (v - v_nocue)``, as Base guides its cues."""
+    v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
+    cues = cond.cues
+    if cue_scale == 1.0 or cues is None or not bool((cues.index >= 0).any()):
+        return v
+    uncued = replace(cond, cues=TextCues(cues.features, cues.mask, torch.full_like(cues.index, -1)))
+    v_nocue = model(x, t, attention="chunk_causal", kv_cache=cache, **uncued.kwargs())
+    scale = torch.where(cues.index >= 0, cue_scale, 1.0)[:, None, :, None, None].to(v)
+    return v_nocue + scale * (v - v_nocue)
 
 
 def refine_chunk(

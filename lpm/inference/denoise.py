@@ -9,7 +9,8 @@ tensors with an optional (B,) ``drop`` mask. LPM uses two nested levels, ``text`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -48,8 +49,12 @@ def guided_velocity(
     text_scale: float,
     audio_scale: float,
     cue_scale: float = 0.0,
-) -> GuidedModel:
+    cue_min_sigma: float = 0.0,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """A ``(x, sigma) -> v`` callable with nested text/audio guidance and clean context frames.
+
+    Timed cues are guided at ``cue_scale`` on noise levels σ ≥ ``cue_min_sigma`` and followed
+    unguided (scale 1) below it.
 
     Context frames are held at their given values with timestep ``context_sigma`` (0: clean)
     and get zero velocity, so any sampler leaves them as they are.
@@ -87,9 +92,35 @@ def guided_velocity(
             v = torch.cat((torch.zeros_like(v[:, :, :k]), v[:, :, k:]), dim=2)
         return v
 
-    return GuidedModel(
+    guided = GuidedModel(
         velocity, conditions, guidance_levels(conditions, text_scale, audio_scale, cue_scale)
     )
+    return cue_interval(guided, cue_min_sigma)
+
+
+def cue_interval(
+    guided: GuidedModel, cue_min_sigma: float
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``guided`` with its cue guidance limited to noise levels σ ≥ ``cue_min_sigma``: below,
+    the cue level has scale 1 (followed, not amplified). Per sample when σ is (B,)."""
+    if not 0.0 <= cue_min_sigma <= 1.0:
+        raise ValueError(f"cue_min_sigma must be in [0, 1], got {cue_min_sigma}")
+    names = [level.name for level in guided.levels]
+    if cue_min_sigma <= 0 or "cue" not in names:
+        return guided
+    levels = [replace(lv, scale=1.0) if lv.name == "cue" else lv for lv in guided.levels]
+    fine = GuidedModel(guided.model, guided.conditions, levels, batch_passes=guided.batch_passes)
+
+    def model(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        coarse = sigma.reshape(sigma.shape[0], -1)[:, 0] >= cue_min_sigma  # (B,)
+        if bool(coarse.all()):
+            return guided(x, sigma)
+        if not bool(coarse.any()):
+            return fine(x, sigma)
+        where = coarse.reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.where(where, guided(x, sigma), fine(x, sigma))
+
+    return model
 
 
 def text_audio_conditions(
@@ -119,8 +150,16 @@ def text_audio_conditions(
 def guidance_levels(
     conditions: Conditions, text_scale: float, audio_scale: float, cue_scale: float = 0.0
 ) -> tuple[GuidanceLevel, ...]:
-    """Nested levels text, then cue (when ``conditions`` has its own ``cue``), then audio."""
-    cue = [GuidanceLevel(name="cue", keys=("cue",), scale=cue_scale)] if "cue" in conditions else []
+    """Nested levels text, then cue (when ``conditions`` has its own ``cue``), then audio.
+
+    Cue guidance acts only on the frames a cue covers: there the cue level has ``cue_scale``,
+    on frames without a cue (index -1) scale 1, so amplifying an action leaves the frames
+    around it (a listening mouth, say) as the unguided cue model has them."""
+    cue = []
+    if "cue" in conditions:
+        cued = conditions["cue"]["cue_index"] >= 0  # (B, F)
+        scale = torch.where(cued, cue_scale, 1.0)[:, None, :, None, None]
+        cue = [GuidanceLevel(name="cue", keys=("cue",), scale=scale)]
     return (
         GuidanceLevel(name="text", keys=("text",), scale=text_scale),
         *cue,

@@ -222,6 +222,7 @@ class Pipeline:
         solver: str | None = None,
         context_sigma: float | None = None,
         cue_scale: float | None = None,
+        cue_min_sigma: float | None = None,
         progress: ProgressFn | None = None,
     ) -> GeneratedVideo:
         """Generate a video of the character in ``image`` (H, W, 3 uint8 RGB).
@@ -237,7 +238,7 @@ class Pipeline:
         latents = self.sample_latents(
             prepared, seed=seed, steps=steps, text_scale=text_scale, audio_scale=audio_scale,
             shift=shift, solver=solver, context_sigma=context_sigma, cue_scale=cue_scale,
-            progress=progress,
+            cue_min_sigma=cue_min_sigma, progress=progress,
         )  # fmt: skip
         return self.video(prepared, latents)
 
@@ -337,6 +338,7 @@ class Pipeline:
         solver: str | None = None,
         context_sigma: float | None = None,
         cue_scale: float | None = None,
+        cue_min_sigma: float | None = None,
         progress: ProgressFn | None = None,
     ) -> torch.Tensor:
         """Denoise every segment of a prepared video; returns its (1, C, F, h, w) latents."""
@@ -364,6 +366,7 @@ class Pipeline:
                 text_scale=defaults.text_scale if text_scale is None else text_scale,
                 audio_scale=defaults.audio_scale if audio_scale is None else audio_scale,
                 cue_scale=defaults.cue_scale if cue_scale is None else cue_scale,
+                cue_min_sigma=defaults.cue_min_sigma if cue_min_sigma is None else cue_min_sigma,
             )
             sigmas = flow_sigmas(steps, shift=shift or defaults.shift)
 

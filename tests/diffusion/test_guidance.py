@@ -71,6 +71,17 @@ def test_text_audio_formula():
         combine_guidance({1: vt}, [5.0, 0.0])
 
 
+def test_tensor_scale_guides_only_where_it_differs_from_one():
+    g = torch.Generator().manual_seed(2)
+    vu, vt, vta = (torch.randn(2, 4, generator=g) for _ in range(3))
+    per_column = torch.tensor([4.0, 1.0, 1.0, 4.0])
+    out = combine_guidance({0: vu, 1: vt, 2: vta}, [per_column, 2.0])
+    torch.testing.assert_close(out, vu + per_column * (vt - vu) + 2.0 * (vta - vt))
+    torch.testing.assert_close(out[:, 1], vt[:, 1] + 2.0 * (vta - vt)[:, 1])
+    assert needed_passes([torch.ones(4), 1.0]) == (2,)  # scale 1 everywhere: one pass
+    assert needed_passes([torch.tensor([1.0, 3.0]), 1.0]) == (0, 1, 2)
+
+
 def test_drop_conditions_ors_into_existing_masks(conditions):
     out = drop_conditions(conditions, ["text"], B)
     assert out["text"]["drop"].tolist() == [True] * B

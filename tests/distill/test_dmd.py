@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from dataclasses import replace
 
+import pytest
 import torch
 
 from lpm.distill.conditions import clip_conditions, clip_velocity, guided_teacher
@@ -146,8 +147,22 @@ def test_cue_guidance_of_the_teacher_is_its_own_level():
         return guided(x, sigma)
 
     v0, v_t, v_tc, v_tca = v(cued, 0, 0), v(uncued, 1, 0), v(cued, 1, 0), v(cued, 1, 1)
-    want = v0 + 2 * (v_t - v0) + 3 * (v_tc - v_t) + 2 * (v_tca - v_tc)
+    # cue guidance 3 on the frames a cue covers, scale 1 (no guidance) on the others
+    s_cue = torch.where(index >= 0, 3.0, 1.0)[:, None, :, None, None]
+    want = v0 + 2 * (v_t - v0) + s_cue * (v_tc - v_t) + 2 * (v_tca - v_tc)
     got = v(cued, 2, 2, cue=3.0)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    uncued_frames = index < 0
+    assert (v_tc - v_t).transpose(1, 2)[uncued_frames].abs().amax() > 1e-4  # left at scale 1
     assert (v_tc - v_t).abs().amax() > 1e-3  # the cues matter
     assert not torch.allclose(got, v(cued, 2, 2), atol=1e-4)  # cue guidance changes the score
+    # limited to σ >= 0.5: sample 0 (σ 0.7) is cue-guided, sample 1 (σ 0.4) follows the cues
+    coarse = guided_teacher(
+        teacher, cued, text_scale=2, audio_scale=2, cue_scale=3.0, cue_min_sigma=0.5
+    )(x, sigma)
+    fine = v(cued, 2, 2, cue=1.0)
+    torch.testing.assert_close(coarse[0], got[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(coarse[1], fine[1], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(got[1], fine[1], atol=1e-4)
+    with pytest.raises(ValueError, match="cue_min_sigma"):
+        guided_teacher(teacher, cued, text_scale=2, audio_scale=2, cue_scale=3.0, cue_min_sigma=2)

@@ -83,6 +83,44 @@ def test_cues_apply_to_their_latent_frames_at_the_next_chunk():
         cued.set_cues(["a"] * (per + 1))
 
 
+def test_cue_guidance_amplifies_the_cued_frames_of_a_chunk_only():
+    from dataclasses import replace
+
+    from lpm.inference.chunk_step import backbone_chunk
+    from lpm.models.dit.model import TextCues
+
+    bundle = online_bundle(text_cues=True)
+    model = bundle.transformer
+    with torch.no_grad():
+        model.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    s = session(bundle)
+    per = bundle.cfg.latents_per_chunk
+    s.set_cues([None] * (per - 2) + ["it nods", "it nods"])
+    cond = s.conditions(0)
+    uncued = replace(
+        cond, cues=TextCues(cond.cues.features, cond.cues.mask, cond.cues.index * 0 - 1)
+    )
+    noise = torch.randn(s.latent_shape, generator=torch.Generator().manual_seed(0))
+
+    def x0(c, scale):
+        schedule = OnlineSchedule(backbone_timesteps=(1000.0,), cue_scale=scale)
+        cache = model.new_cache(history="noisy", history_sigma=0.1)
+        with torch.no_grad():
+            return backbone_chunk(model, cache, c, noise, schedule, write_history=False)
+
+    plain, without = x0(cond, 1.0), x0(uncued, 1.0)
+    guided = x0(cond, 3.0)
+    cued = slice(per - 2, per)
+    torch.testing.assert_close(
+        guided[:, :, cued], without[:, :, cued] + 3.0 * (plain - without)[:, :, cued]
+    )
+    torch.testing.assert_close(guided[:, :, : per - 2], plain[:, :, : per - 2])
+    assert (plain - without)[:, :, cued].abs().amax() > 1e-3  # the cue matters
+    assert torch.equal(x0(uncued, 3.0), without)  # a chunk without a cue: no guidance
+    with pytest.raises(ValueError, match="cue_scale"):
+        OnlineSchedule(cue_scale=-1.0)
+
+
 def test_memory_is_flat_over_a_long_stream():
     bundle = online_bundle()
     s = session(bundle)
