@@ -30,8 +30,8 @@ cue_run nano-cue4 nano-cue3 200 400 400 600
 cue_run nano-cue5 nano-cue4 400 1200 800 800
 cue_run nano-cue6 nano-cue5 200 600 400 400
 cue_run nano-cue7 nano-cue6 200 600 400 400
-# Cue guidance 3 with audio guidance 3 keeps the listening mouth shut; cue guidance 4 follows
-# more actions and opens it (the table in docs/training.md).
+# Cue guidance 4 on the cued frames and at noise levels >= 0.7 follows the most actions with
+# the listening mouth shut (docs/training.md, "Cue guidance where the cue is").
 lpm model pack --vae "$runs/nano-vae-sp7" --checkpoint "$runs/nano-cue7" \
-  --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 3 \
+  --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 4 --cue-min-sigma 0.7 \
   --out "$bundle" --overwrite
