@@ -6,6 +6,7 @@ from lpm.train.batch import (
     SyntheticDataset,
     TrainBatch,
     TrainSample,
+    action_repeats,
     collate,
 )
 from lpm.train.checkpoint import (
@@ -40,6 +41,7 @@ __all__ = [
     "TrainResult",
     "TrainSample",
     "Trainer",
+    "action_repeats",
     "apply_overrides",
     "base_curriculum",
     "build_dataset",

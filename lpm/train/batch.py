@@ -7,6 +7,8 @@ tokens, La audio tokens (one per video frame: La = F * temporal_compression).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -125,18 +127,28 @@ def collate(samples: list[TrainSample]) -> TrainBatch:
 def collate_cues(samples: list[TrainSample]) -> TextCues | None:
     """The samples' cues, padded with empty cues to the most any sample has; None if none has
     one (a sample without cue tensors counts as having none)."""
-    counts = [0 if s.cue_text is None else s.cue_text.shape[0] for s in samples]
-    if max(counts) == 0:
+    return pad_cues(
+        [None if s.cue_text is None else (s.cue_text, s.cue_mask, s.cue_index) for s in samples],
+        frames=samples[0].latents.shape[1],
+    )
+
+
+def pad_cues(
+    cues: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None], frames: int
+) -> TextCues | None:
+    """One `TextCues` of a batch from per-sample ``(features (S, Lc, D), mask (S, Lc), index
+    (F,))`` or None, padded with empty cues to the largest S; None if no sample has a cue."""
+    counts = [0 if c is None else c[0].shape[0] for c in cues]
+    if max(counts, default=0) == 0:
         return None
-    like = next(s for s, n in zip(samples, counts, strict=True) if n)
-    n_max, (lt, dim) = max(counts), like.cue_text.shape[1:]
-    frames = samples[0].latents.shape[1]
-    feats = torch.zeros(len(samples), n_max, lt, dim, dtype=like.cue_text.dtype)
-    mask = torch.zeros(len(samples), n_max, lt, dtype=torch.bool)
-    index = torch.full((len(samples), frames), -1, dtype=torch.int64)
-    for i, (s, n) in enumerate(zip(samples, counts, strict=True)):
+    like = next(c[0] for c, n in zip(cues, counts, strict=True) if n)
+    n_max, (lt, dim) = max(counts), like.shape[1:]
+    feats = torch.zeros(len(cues), n_max, lt, dim, dtype=like.dtype)
+    mask = torch.zeros(len(cues), n_max, lt, dtype=torch.bool)
+    index = torch.full((len(cues), frames), -1, dtype=torch.int64)
+    for i, (c, n) in enumerate(zip(cues, counts, strict=True)):
         if n:
-            feats[i, :n], mask[i, :n], index[i] = s.cue_text, s.cue_mask, s.cue_index
+            feats[i, :n], mask[i, :n], index[i] = c[0], c[1].bool(), c[2]
     return TextCues(feats, mask, index)
 
 
@@ -220,6 +232,22 @@ class SamplerState:
         return {"stage": self.stage, "epoch": self.epoch, "position": self.position}
 
 
+def action_repeats(actions: Sequence[Collection[str]], most: int = 4) -> list[int]:
+    """How often to draw each clip so that rare actions are seen about as often as common ones.
+
+    ``actions[i]``: the labelled actions clip i shows. A clip is repeated
+    ``round(n_max / n_a)`` times for the rarest action a it shows (n: clips showing an action;
+    at most ``most``); clips without an action once.
+    """
+    counts = Counter(a for acts in actions for a in set(acts))
+    if not counts:
+        return [1] * len(actions)
+    top = max(counts.values())
+    return [
+        min(most, max((round(top / counts[a]) for a in set(acts)), default=1)) for acts in actions
+    ]
+
+
 class StageSampler:
     """Deterministic, resumable, rank-aware batches of dataset indices for a curriculum.
 
@@ -232,8 +260,9 @@ class StageSampler:
 
     def __init__(
         self, dataset: Dataset, stage_categories: list[tuple[str, ...]], *, global_batch: int,
-        rank: int = 0, world_size: int = 1, seed: int = 0,
+        rank: int = 0, world_size: int = 1, seed: int = 0, repeats: Sequence[int] | None = None,
     ) -> None:  # fmt: skip
+        """``repeats[i]``: how many times sample i appears in an epoch (default once each)."""
         if global_batch % world_size:
             raise ValueError(
                 f"batch_size={global_batch} must be divisible by the world size {world_size}"
@@ -245,10 +274,17 @@ class StageSampler:
             seed,
         )
         categories = [dataset.category(i) for i in range(len(dataset))]
+        if repeats is None:
+            repeats = [1] * len(categories)
+        if len(repeats) != len(categories) or min(repeats, default=1) < 1:
+            raise ValueError(
+                f"repeats must give every one of the {len(categories)} samples a count >= 1"
+            )
         self.pools: list[torch.Tensor] = []
         for s, allowed in enumerate(stage_categories):
             pool = torch.tensor(
-                [i for i, c in enumerate(categories) if c in allowed], dtype=torch.int64
+                [i for i, c in enumerate(categories) if c in allowed for _ in range(repeats[i])],
+                dtype=torch.int64,
             )
             if len(pool) < global_batch:
                 raise ValueError(

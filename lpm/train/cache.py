@@ -39,6 +39,22 @@ class CachedDataset:
     def category(self, index: int) -> str:
         return self.entries[index]["category"]
 
+    def actions(self, index: int) -> frozenset[str]:
+        """The actions labelled anywhere in clip ``index`` (read from the encoded Stage
+        dataset's ``labels.json``; the whole clip, not only the crop)."""
+        e = self.entries[index]
+        if "actions" not in e:
+            meta = json.loads((self.root / "encode.json").read_text())
+            path = Path(meta["data"]) / e["clip"] / "labels.json"
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"{path} is missing: balance_actions reads the Stage labels of the dataset "
+                    f"this cache was encoded from ({meta['data']}); regenerate it there"
+                )
+            labels = json.loads(path.read_text())["fields"].get("action", [])
+            e["actions"] = sorted({a for a in labels if a != "none"})
+        return frozenset(e["actions"])
+
     def _handle(self, shard: str):
         if shard not in self._handles:
             path = self.root / "shards" / shard

@@ -146,6 +146,10 @@ class TrainRecipe:
     back to mean 1. A cue is worth a small part of the loss; this makes following it pay."""
     cue_lr_scale: float = 1.0
     """Learning rate of the text-cue modules (``cue_*``) as a multiple of ``lr``."""
+    balance_actions: bool = False
+    """Draw clips of rare labelled actions more often: each clip appears in an epoch as many
+    times as the most common action outnumbers the rarest action it shows
+    (`lpm.train.batch.action_repeats`; a cache of Stage clips, whose labels it reads)."""
     init: str = ""
     """Start from these weights instead of a random model (fine-tuning): a bundle (its
     ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config

@@ -28,7 +28,13 @@ import torch
 from lpm.diffusion import flow_matching_loss
 from lpm.models.dit.model import LPMTransformer
 from lpm.parallel import DistInfo, all_reduce_mean, barrier, full_tensor, parallelize
-from lpm.train.batch import Dataset, StageSampler, SyntheticDataset, collate
+from lpm.train.batch import (
+    Dataset,
+    StageSampler,
+    SyntheticDataset,
+    action_repeats,
+    collate,
+)
 from lpm.train.checkpoint import TrainerState, latest_checkpoint, load_checkpoint, save_checkpoint
 from lpm.train.conditioning import build_problem
 from lpm.train.determinism import seed_everything, set_deterministic
@@ -68,6 +74,16 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
 
         return CachedDataset(recipe.data_path, frames=recipe.latent_shape[0], seed=recipe.seed)
     raise ValueError(f"data={recipe.data!r} has no loader")
+
+
+def action_balance(dataset: Dataset) -> list[int]:
+    """Per-sample repeats that balance the labelled actions (`TrainRecipe.balance_actions`)."""
+    if not hasattr(dataset, "actions"):
+        raise ValueError(
+            f"balance_actions needs a dataset with action labels (data='cache' of Stage clips); "
+            f"{type(dataset).__name__} has none"
+        )
+    return action_repeats([dataset.actions(i) for i in range(len(dataset))])
 
 
 class StepLoop:
@@ -269,6 +285,7 @@ class Trainer(StepLoop):
         self.sampler = StageSampler(
             self.dataset, [s.categories for s in recipe.stages], global_batch=recipe.batch_size,
             rank=dist_info.rank, world_size=dist_info.world_size, seed=recipe.seed,
+            repeats=action_balance(self.dataset) if recipe.balance_actions else None,
         )  # fmt: skip
         self.metrics = MetricsLog(self.run_dir)
         self.step = 0

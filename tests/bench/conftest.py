@@ -13,14 +13,14 @@ from lpm.bench.suites import stage_case
 TESTS = Path(__file__).resolve().parents[1]
 
 
-def load_tiny_bundle():
+def load_tiny_bundle(text_cues: bool = False):
     """`tiny_bundle()` of the inference tests (a tiny random model bundle)."""
     spec = importlib.util.spec_from_file_location(
         "_bench_tiny_pipeline", TESTS / "inference" / "test_pipeline.py"
     )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.tiny_bundle(decoder="light")
+    return mod.tiny_bundle(decoder="light", text_cues=text_cues)
 
 
 def random_probes():

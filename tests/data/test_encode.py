@@ -73,6 +73,24 @@ def test_encode_cache_trains_and_resumes(stage_data, tmp_path):
     result = Trainer(recipe, tmp_path / "run", dist_info=DistInfo(), progress=False).fit()
     assert result.steps == 2 and torch.isfinite(torch.tensor(result.final_loss))
 
+    # Action balancing reads each clip's labelled actions from the encoded Stage dataset.
+    for i in range(len(data)):
+        clip = stage_data / "data" / data.entries[i]["clip"]
+        labels = json.loads((clip / "labels.json").read_text())["fields"]["action"]
+        assert data.actions(i) == {a for a in labels if a != "none"}
+    balanced = apply_overrides(recipe, ["balance_actions=true"])
+    trainer = Trainer(balanced, tmp_path / "run-balanced", dist_info=DistInfo(), progress=False)
+    assert len(trainer.sampler.pools[0]) >= len(data)
+    assert trainer.fit().steps == 2
+    fresh = CachedDataset(tmp_path / "cache", frames=4)  # labels are read once per clip
+    labels = stage_data / "data" / fresh.entries[0]["clip"] / "labels.json"
+    labels.rename(labels.with_suffix(".moved"))
+    try:
+        with pytest.raises(FileNotFoundError, match="balance_actions reads the Stage labels"):
+            fresh.actions(0)
+    finally:
+        labels.with_suffix(".moved").rename(labels)
+
 
 def test_bad_clips_are_reported_and_skipped_or_fatal(stage_data, tmp_path):
     import shutil

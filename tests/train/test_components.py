@@ -18,6 +18,7 @@ from lpm.train import (
     StageSampler,
     SyntheticDataset,
     Trainer,
+    action_repeats,
     apply_overrides,
     build_problem,
     collate,
@@ -89,6 +90,21 @@ def test_sampler_is_deterministic_rank_aware_and_resumable():
     assert [resumed.next_indices(1) for _ in range(12)] == seen[18:]
     with pytest.raises(ValueError, match="divisible by the world size"):
         StageSampler(data, stages, global_batch=3, world_size=2)
+
+
+def test_action_repeats_balance_rare_actions_in_the_sampler():
+    actions = [{"nod"}] * 6 + [{"wave"}] * 3 + [{"nod", "shake_head"}] + [set()] * 2
+    repeats = action_repeats(actions)
+    # nod is shown by 7 clips, wave by 3 (7/3 -> 2), shake_head by 1 (7, capped at 4).
+    assert repeats == [1] * 6 + [2] * 3 + [4] + [1] * 2
+    assert action_repeats([set(), set()]) == [1, 1]
+    data = SyntheticDataset(tiny().model_config(), size=12, latent_shape=(2, 4, 4), seed=1)
+    allowed = tuple({data.category(i) for i in range(12)})
+    sampler = StageSampler(data, [allowed], global_batch=2, seed=0, repeats=repeats)
+    epoch = [i for _ in range(9) for i in sampler.next_indices(0)]  # 18 = 6 + 6 + 4 + 2
+    assert sorted(epoch) == sorted(i for i, r in enumerate(repeats) for _ in range(r))
+    with pytest.raises(ValueError, match="count >= 1"):
+        StageSampler(data, [allowed], global_batch=4, repeats=[0] * 12)
 
 
 def test_synthetic_dataset_is_index_deterministic():

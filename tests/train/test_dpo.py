@@ -213,6 +213,36 @@ def test_candidates_resume_and_refuse_other_settings(candidates_dir, tiny_bundle
         generate_candidates(dataclasses.replace(settings, candidates=4), candidates_dir)
 
 
+def test_cue_model_candidates_replay_their_timed_cues(tmp_path, candidates_dir):
+    from lpm.bench.backends import StageBackend
+
+    bundle = _bench_helpers().load_tiny_bundle(text_cues=True)
+    bundle.save(tmp_path / "cue-model")
+    settings = CandidateSettings(model=str(tmp_path / "cue-model"), limit=1, candidates=2,
+                                 progress=False)  # fmt: skip
+    generate_candidates(
+        settings, tmp_path / "cands", backend=StageBackend(_bench_helpers().random_probes())
+    )
+    found = CandidateSet(tmp_path / "cands")
+    assert found.records[0].id == "dpo-speaking-0000"  # "The character nods." from 0 s
+    index = found.tensor(0, "cue_index")
+    feats, mask = found.tensor(0, "cue_features"), found.tensor(0, "cue_mask")
+    assert index.shape == (found.tensor(0, "x0").shape[2],) and int(index[0]) >= 0
+    assert feats.shape[:2] == mask.shape and feats.shape[0] > int(index.max())
+    # the DPO step sees each frame's cue, as the sampler did
+    trainer = DPOTrainer(
+        _recipe(tmp_path / "cands", fm_weight=0.0, steps=1, batch_size=1), tmp_path / "run",
+        dist_info=CPU, progress=False,
+    )  # fmt: skip
+    batch = trainer.pairs.batch([0], trainer.device)
+    assert torch.equal(batch.cues.index[0], index) and torch.equal(batch.cues.features[0], feats)
+    kwargs = pair_inputs(batch, trainer.recipe, 0, trainer.device).model_kwargs
+    assert torch.equal(kwargs["cues"].index, torch.stack([index, index]))
+    assert math.isfinite(trainer.train_step()["loss"])
+    # the candidates of a model without cues store none, and their batches carry none
+    assert not CandidateSet(candidates_dir).has(0, "cue_index")
+
+
 def test_no_pareto_pairs_says_how_to_get_more(candidates_dir):
     recipe = dataclasses.replace(
         get_recipe("test-tiny-dpo"), candidates=str(candidates_dir), margin=10.0

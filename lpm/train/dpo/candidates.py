@@ -197,4 +197,7 @@ def _generate_condition(pipeline, backend, case, root: Path, out: Path, settings
         "listen_audio": cond.listen_audio, "references": cond.references.latents,
         "x0": torch.stack(x0),
     }  # fmt: skip
+    if cond.cues is not None:  # a cue model: the DPO step replays each frame's cue
+        tensors |= {"cue_features": cond.cues.features[0], "cue_mask": cond.cues.mask[0],
+                    "cue_index": cond.cues.index[0]}  # fmt: skip
     save_condition(out, record, tensors)

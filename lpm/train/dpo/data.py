@@ -8,7 +8,9 @@ Layout of a candidates directory::
     candidates.json                  CandidateSpec: model, suite, K, sampling steps, seed
     conditions/<case>.safetensors    text (1, Lt, D), text_mask (1, Lt), speak_audio and
                                      listen_audio (1, T, D), references (1, C, R, h, w) and the
-                                     candidates' clean latents x0 (K, C, F, h, w)
+                                     candidates' clean latents x0 (K, C, F, h, w); with
+                                     timed cues also cue_features (S, Lc, D), cue_mask (S, Lc)
+                                     and cue_index (F,)
     conditions/<case>.json           case id and subset, reference kinds, audio offset, and per
                                      candidate its seed, scores per dimension and bench metrics
     cases/<case>/                    the materialised case (inputs, ground truth, readings)
@@ -30,12 +32,15 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from lpm.models.dit.model import References
+from lpm.models.dit.model import References, TextCues
+from lpm.train.batch import pad_cues
 from lpm.train.dpo.pareto import Pair, select_pairs
 
 CANDIDATES_FORMAT = "lpm-dpo-candidates/1"
 SPEC_NAME = "candidates.json"
 CONDITION_TENSORS = ("text", "text_mask", "speak_audio", "listen_audio", "references", "x0")
+CUE_TENSORS = ("cue_features", "cue_mask", "cue_index")
+"""Stored with a condition whose segment has timed cues (a cue model's candidates)."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -149,6 +154,11 @@ class CandidateSet:
             self._handles[condition] = safe_open(str(path), framework="pt")
         return self._handles[condition].get_tensor(name)
 
+    def has(self, condition: int, name: str) -> bool:
+        """Whether a condition stored the tensor ``name`` (cue tensors are optional)."""
+        self.tensor(condition, "x0")  # opens the file
+        return name in self._handles[condition].keys()  # noqa: SIM118 - safe_open
+
     def pairs(
         self, dimensions, *, tie_tolerance: float, margin: float, max_pairs_per_condition: int = 0
     ) -> list[Pair]:
@@ -184,6 +194,8 @@ class PairBatch:
     audio_offset: int
     indices: list[int]
     """Pair index of each row; per-pair random draws are seeded by it."""
+    cues: TextCues | None = None
+    """Timed cues of each row's condition (padded), or None when no condition has any."""
 
 
 class PairSet:
@@ -221,6 +233,15 @@ class PairSet:
         get = lambda name: torch.cat([cs.tensor(p.condition, name) for p in rows]).to(device)
         x0 = [cs.tensor(p.condition, "x0") for p in rows]
         record = cs.records[rows[0].condition]
+        cues = pad_cues(
+            [
+                tuple(cs.tensor(p.condition, n) for n in CUE_TENSORS)
+                if cs.has(p.condition, CUE_TENSORS[0])
+                else None
+                for p in rows
+            ],
+            frames=x0[0].shape[2],
+        )
         return PairBatch(
             x0_w=torch.stack([x[p.winner] for x, p in zip(x0, rows, strict=True)]).to(device),
             x0_l=torch.stack([x[p.loser] for x, p in zip(x0, rows, strict=True)]).to(device),
@@ -228,4 +249,7 @@ class PairSet:
             speak_audio=get("speak_audio").float(), listen_audio=get("listen_audio").float(),
             references=References(get("references").float(), record.reference_kinds),
             audio_offset=record.audio_offset, indices=list(indices),
+            cues=None if cues is None else TextCues(
+                cues.features.float().to(device), cues.mask.to(device), cues.index.to(device)
+            ),
         )  # fmt: skip

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from lpm.diffusion import add_noise, flow_matching_loss, sample_training_sigmas
-from lpm.models.dit.model import LPMTransformer, References
+from lpm.models.dit.model import LPMTransformer, References, TextCues
 from lpm.train.batch import mix_seed
 from lpm.train.dpo.data import PairBatch
 from lpm.train.dpo.recipe import DPORecipe
@@ -70,6 +70,9 @@ def pair_inputs(
         "drop_text": twice(torch.tensor([d[0] for d in drops])),
         "drop_audio": twice(torch.tensor([d[1] for d in drops])),
     }  # fmt: skip
+    if batch.cues is not None:
+        c = batch.cues
+        kwargs["cues"] = TextCues(twice(c.features), twice(c.mask), twice(c.index))
     return PairInputs(
         x0=x0, noise=noise, x_t=add_noise(x0, noise, sigma), timestep=1000.0 * sigma,
         model_kwargs=kwargs,
