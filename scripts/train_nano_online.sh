@@ -15,11 +15,12 @@ runs="${1:-runs}"
 base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
 cache="${4:-$runs/nano-cache-m40}"
-# the teacher guides its timed cues as the base bundle samples them (sampling.cue_scale and
-# sampling.cue_min_sigma)
+# the teacher guides its timed cues at the base bundle's sampling.cue_scale on the cued frames,
+# at every noise level (students of a teacher limited to sigma >= 0.7, as Base samples, follow
+# fewer cues: docs/distill.md)
 sampling() { python -c 'import json, sys
 print(json.load(open(sys.argv[1]))["sampling"].get(sys.argv[2], 0.0))' "$base/bundle.json" "$1"; }
-cue=(--set "cue_scale=$(sampling cue_scale)" --set "cue_min_sigma=$(sampling cue_min_sigma)")
+cue=(--set "cue_scale=$(sampling cue_scale)" --set "cue_min_sigma=0")
 common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache" "${cue[@]}")
 dmd=(--set lr=1e-5 --set critic_lr=1e-4)
 
@@ -39,5 +40,9 @@ if [ "${STAGES23:-0}" = 1 ]; then
   backbone="$runs/online-s3"
 fi
 stage 4 online-s4 --set "backbone=$backbone" "${dmd[@]}"
-lpm model pack-online --base "$base" --backbone "$backbone" --refiner "$runs/online-s4" \
-  --rank 26 --refiner-timestep 250 --out "$bundle" --overwrite
+# a cue model's stream guides the cues that name an action at 4.5 (docs/distill.md)
+stream=()
+[ "$(sampling cue_scale)" != "0.0" ] && stream=(--cue-scale 4.5 --cue-actions-only)
+OMP_NUM_THREADS=1 lpm model pack-online --base "$base" --backbone "$backbone" \
+  --refiner "$runs/online-s4" --rank 22 --refiner-timestep 250 "${stream[@]}" --out "$bundle" \
+  --overwrite

@@ -175,6 +175,11 @@ def pack_online(
     cue_min_sigma: float = typer.Option(
         None, help="Cue guidance only on backbone steps at noise levels at or above this."
     ),
+    cue_actions_only: bool = typer.Option(
+        None,
+        "--cue-actions-only/--cue-all",
+        help="Guide only the cues that name an action (default: the bundle's, else all).",
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing bundle."),
 ) -> None:
     """Assemble an Online LPM bundle: backbone + refiner as low-rank deltas from BASE, sharing
@@ -199,7 +204,8 @@ def pack_online(
             **{**data, "backbone_timesteps": tuple(data["backbone_timesteps"])}
         )
     overrides = {"refiner_timestep": refiner_timestep, "history_sigma": history_sigma,
-                 "cue_scale": cue_scale, "cue_min_sigma": cue_min_sigma}  # fmt: skip
+                 "cue_scale": cue_scale, "cue_min_sigma": cue_min_sigma,
+                 "cue_actions_only": cue_actions_only}  # fmt: skip
     try:
         schedule = dataclasses.replace(
             schedule, **{k: v for k, v in overrides.items() if v is not None}

@@ -40,6 +40,9 @@ class OnlineSchedule:
     difference on the cued frames (one more backbone pass on those chunks only)."""
     cue_min_sigma: float = 0.0
     """Cue guidance acts only on backbone steps at noise levels σ ≥ this (as Base's sampling)."""
+    cue_actions_only: bool = False
+    """Guide only the frames whose cue names an action (`ChunkConditions.cue_actions`); a cue
+    naming only an expression is followed unguided (amplified, it opens a listening mouth)."""
 
     def __post_init__(self) -> None:
         ts = self.backbone_timesteps
@@ -74,6 +77,9 @@ class ChunkConditions:
     has already arrived (read by a decoder with a speech path, not by the transformer)."""
     cues: TextCues | None = None
     """Timed text cues of the chunk's latent frames, or None."""
+    cue_actions: torch.Tensor | None = None
+    """(B, Fc) bool: the frames whose cue names an action (`OnlineSchedule.cue_actions_only`);
+    None: every cued frame counts as one."""
 
     def kwargs(self) -> dict:
         out = {
@@ -112,7 +118,7 @@ def backbone_chunk(
         grad = torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)
         with torch.set_grad_enabled(grad):
             cue_scale = schedule.cue_scale if sigma >= schedule.cue_min_sigma else 1.0
-            v = _cue_guided(model, x, t, cache, cond, cue_scale)
+            v = _cue_guided(model, x, t, cache, cond, cue_scale, schedule.cue_actions_only)
             x0 = x - sigma * v
         if sigma_next > 0:
             x = renoise(x0, sigma_next, generator)
@@ -128,16 +134,21 @@ def _cue_guided(
     cache: StreamingKVCache,
     cond: ChunkConditions,
     cue_scale: float,
+    actions_only: bool = False,
 ) -> torch.Tensor:
     """The chunk's velocity with its timed cues guided at ``cue_scale`` on the frames they
-    cover (scale 1 elsewhere): ``v_nocue + s (v - v_nocue)``, as Base guides its cues."""
+    cover (scale 1 elsewhere): ``v_nocue + s (v - v_nocue)``, as Base guides its cues. With
+    ``actions_only`` only the frames whose cue names an action are guided."""
     v = model(x, t, attention="chunk_causal", kv_cache=cache, **cond.kwargs())
     cues = cond.cues
-    if cue_scale == 1.0 or cues is None or not bool((cues.index >= 0).any()):
+    guided = None if cues is None else cues.index >= 0  # (B, Fc)
+    if guided is not None and actions_only and cond.cue_actions is not None:
+        guided = guided & cond.cue_actions.to(guided.device)
+    if cue_scale == 1.0 or guided is None or not bool(guided.any()):
         return v
     uncued = replace(cond, cues=TextCues(cues.features, cues.mask, torch.full_like(cues.index, -1)))
     v_nocue = model(x, t, attention="chunk_causal", kv_cache=cache, **uncued.kwargs())
-    scale = torch.where(cues.index >= 0, cue_scale, 1.0)[:, None, :, None, None].to(v)
+    scale = torch.where(guided, cue_scale, 1.0)[:, None, :, None, None].to(v)
     return v_nocue + scale * (v - v_nocue)
 
 

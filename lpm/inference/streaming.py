@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from lpm.data.stage.captions import names_action
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
 from lpm.inference.pipeline import (
@@ -190,6 +191,9 @@ class StreamingSession:
             text=text,
             text_mask=text_mask,
             cues=text_cues(self._cues, self._encode_text),
+            cue_actions=torch.tensor(
+                [[c is not None and names_action(c) for c in self._cues]], device=self.device
+            ),
             speak_audio=feats["speak"],
             listen_audio=feats["listen"],
             audio_offset=-2 * self.cfg.frames_per_chunk,

@@ -83,18 +83,21 @@ def test_cues_apply_to_their_latent_frames_at_the_next_chunk():
         cued.set_cues(["a"] * (per + 1))
 
 
+def cue_session():
+    """A tiny cue model whose cues matter, its backbone, a session and latents per chunk."""
+    bundle = online_bundle(text_cues=True)
+    with torch.no_grad():
+        bundle.transformer.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    return bundle.transformer, session(bundle), bundle.cfg.latents_per_chunk
+
+
 def test_cue_guidance_amplifies_the_cued_frames_of_a_chunk_only():
     from dataclasses import replace
 
     from lpm.inference.chunk_step import backbone_chunk
     from lpm.models.dit.model import TextCues
 
-    bundle = online_bundle(text_cues=True)
-    model = bundle.transformer
-    with torch.no_grad():
-        model.cue_embed.out.fc2.weight.normal_(0, 0.5)
-    s = session(bundle)
-    per = bundle.cfg.latents_per_chunk
+    model, s, per = cue_session()
     s.set_cues([None] * (per - 2) + ["it nods", "it nods"])
     cond = s.conditions(0)
     uncued = replace(
@@ -119,6 +122,39 @@ def test_cue_guidance_amplifies_the_cued_frames_of_a_chunk_only():
     assert torch.equal(x0(uncued, 3.0), without)  # a chunk without a cue: no guidance
     with pytest.raises(ValueError, match="cue_scale"):
         OnlineSchedule(cue_scale=-1.0)
+
+
+def test_cue_guidance_can_spare_cues_that_name_only_an_expression():
+    from lpm.data.stage.captions import names_action
+    from lpm.inference.chunk_step import backbone_chunk
+
+    assert names_action("The character nods.") and names_action("The character waves its hand.")
+    assert names_action("The character leans toward the camera. The character, smiling.")
+    assert not names_action("The character, smiling.") and not names_action("It looks sad.")
+    model, s, per = cue_session()
+    noise = torch.randn(s.latent_shape, generator=torch.Generator().manual_seed(0))
+
+    def x0(cues, scale, actions_only):
+        s.set_cues(cues)
+        schedule = OnlineSchedule(backbone_timesteps=(1000.0,), cue_scale=scale,
+                                  cue_actions_only=actions_only)  # fmt: skip
+        cache = model.new_cache(history="noisy", history_sigma=0.1)
+        with torch.no_grad():
+            return backbone_chunk(model, cache, s.conditions(0), noise, schedule,
+                                  write_history=False)  # fmt: skip
+
+    smile = [None] * (per - 2) + ["The character, smiling."] * 2
+    mixed = ["The character, smiling."] * (per - 2) + ["The character nods."] * 2
+    assert s.conditions(0).cue_actions is not None
+    # an expression cue: followed as distilled, not amplified
+    assert torch.equal(x0(smile, 3.0, True), x0(smile, 1.0, True))
+    assert not torch.equal(x0(smile, 3.0, False), x0(smile, 1.0, False))
+    # an action cue is guided; the expression frames of the same chunk are not
+    spared, every = x0(mixed, 3.0, True), x0(mixed, 3.0, False)
+    plain = x0(mixed, 1.0, True)
+    torch.testing.assert_close(spared[:, :, : per - 2], plain[:, :, : per - 2])
+    torch.testing.assert_close(spared[:, :, per - 2 :], every[:, :, per - 2 :])
+    assert not torch.allclose(every[:, :, : per - 2], plain[:, :, : per - 2])
 
 
 def test_memory_is_flat_over_a_long_stream():

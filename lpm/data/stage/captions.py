@@ -253,6 +253,13 @@ def cue_sentence(action: str | None = None, expression: str | None = None) -> st
     return f"The character {action}." if action is not None else f"The character, {expression}."
 
 
+def names_action(text: str) -> bool:
+    """Whether a cue ``text`` names one of the Stage actions, in any of its phrasings
+    (`ACTION_PHRASES`): the actions lpm-nano learnt. A cue naming only an expression does not."""
+    text = text.lower()
+    return any(phrase in text for phrases in ACTION_PHRASES.values() for phrase in phrases)
+
+
 def cue_captions(
     ch: Character, perf: Performance, start: int, stop: int, rng: np.random.Generator
 ) -> list[CaptionSpan]:
