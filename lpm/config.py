@@ -80,6 +80,12 @@ class ModelConfig:
     """Timed text cues (docs/architecture.md, "Timed text cues"): besides the prompt, the text
     cross-attention of each latent frame also sees the tokens of the cue active at that frame
     (a short timed instruction such as "... nods."), marked by a learned cue embedding."""
+    cue_action_classes: int = 0
+    """With ``text_cues``: n > 0 adds a linear head that names, from each cue's modulation
+    vector, which of n labelled actions it asks for (0: none). Training adds its cross-entropy
+    (`TrainRecipe.cue_action_weight`) on cues with a labelled action, so that cues asking for
+    different motions ("... to the left", "... to the right") get different vectors; the head
+    is not used in generation (docs/architecture.md, "Timed text cues")."""
     listen_window: tuple[int, int] = (48, 8)
     """Listen audio seen by a latent frame: (frames before, frames after), in video frames."""
     reference_offsets: dict[str, int] = field(
@@ -112,6 +118,11 @@ class ModelConfig:
                 f"chunk_seconds={self.chunk_seconds} at fps={self.fps} gives {frames_per_chunk} "
                 f"frames, which must be a whole multiple of temporal_compression*patch_t="
                 f"{self.temporal_compression * self.patch_size[0]}"
+            )
+        if self.cue_action_classes < 0 or (self.cue_action_classes and not self.text_cues):
+            raise ValueError(
+                f"cue_action_classes={self.cue_action_classes} must be >= 0, and > 0 only with "
+                "text_cues=true (it classifies the cues)"
             )
         for name in ("speak_window", "listen_window"):
             window = getattr(self, name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -53,6 +53,9 @@ class TrainSample:
     """(S, Lt) bool."""
     cue_index: torch.Tensor | None = None
     """(F,) int64: the cue each latent frame follows, -1 for none."""
+    cue_action: torch.Tensor | None = None
+    """(S,) int64: the labelled action each cue asks for (an index of the Stage ``ACTIONS``,
+    0: none), -1 where unknown; None without labels (`TextCues.actions`)."""
 
 
 @dataclass(kw_only=True)
@@ -92,7 +95,8 @@ class TrainBatch:
             categories=self.categories, indices=self.indices,
             flags={k: move(v) for k, v in self.flags.items()},
             cues=None if self.cues is None else TextCues(
-                move(self.cues.features), move(self.cues.mask), move(self.cues.index)),
+                move(self.cues.features), move(self.cues.mask), move(self.cues.index),
+                None if self.cues.actions is None else move(self.cues.actions)),
         )  # fmt: skip
 
     @property
@@ -127,17 +131,22 @@ def collate(samples: list[TrainSample]) -> TrainBatch:
 def collate_cues(samples: list[TrainSample]) -> TextCues | None:
     """The samples' cues, padded with empty cues to the most any sample has; None if none has
     one (a sample without cue tensors counts as having none)."""
+    labelled = all(s.cue_action is not None for s in samples if s.cue_text is not None)
     return pad_cues(
-        [None if s.cue_text is None else (s.cue_text, s.cue_mask, s.cue_index) for s in samples],
+        [
+            None
+            if s.cue_text is None
+            else (s.cue_text, s.cue_mask, s.cue_index) + ((s.cue_action,) if labelled else ())
+            for s in samples
+        ],
         frames=samples[0].latents.shape[1],
     )
 
 
-def pad_cues(
-    cues: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None], frames: int
-) -> TextCues | None:
+def pad_cues(cues: Sequence[tuple[torch.Tensor, ...] | None], frames: int) -> TextCues | None:
     """One `TextCues` of a batch from per-sample ``(features (S, Lc, D), mask (S, Lc), index
-    (F,))`` or None, padded with empty cues to the largest S; None if no sample has a cue."""
+    (F,))`` or None, padded with empty cues to the largest S; None if no sample has a cue. A
+    fourth element, each cue's labelled action (S,), gives ``TextCues.actions`` (padding -1)."""
     counts = [0 if c is None else c[0].shape[0] for c in cues]
     if max(counts, default=0) == 0:
         return None
@@ -146,10 +155,14 @@ def pad_cues(
     feats = torch.zeros(len(cues), n_max, lt, dim, dtype=like.dtype)
     mask = torch.zeros(len(cues), n_max, lt, dtype=torch.bool)
     index = torch.full((len(cues), frames), -1, dtype=torch.int64)
+    labelled = all(len(c) > 3 for c in cues if c is not None)
+    actions = torch.full((len(cues), n_max), -1, dtype=torch.int64) if labelled else None
     for i, (c, n) in enumerate(zip(cues, counts, strict=True)):
         if n:
             feats[i, :n], mask[i, :n], index[i] = c[0], c[1].bool(), c[2]
-    return TextCues(feats, mask, index)
+            if actions is not None:
+                actions[i, :n] = c[3]
+    return TextCues(feats, mask, index, actions)
 
 
 @runtime_checkable
@@ -232,20 +245,29 @@ class SamplerState:
         return {"stage": self.stage, "epoch": self.epoch, "position": self.position}
 
 
-def action_repeats(actions: Sequence[Collection[str]], most: int = 4) -> list[int]:
+def action_repeats(
+    actions: Sequence[Collection[str]], most: int = 4, weights: Mapping[str, float] | None = None
+) -> list[int]:
     """How often to draw each clip so that rare actions are seen about as often as common ones.
 
     ``actions[i]``: the labelled actions clip i shows. A clip is repeated
-    ``round(n_max / n_a)`` times for the rarest action a it shows (n: clips showing an action;
-    at most ``most``); clips without an action once.
+    ``round(w_a * n_max / n_a)`` times for the action a it shows that asks for the most
+    (n: clips showing an action; w: ``weights``, default 1 each; at most ``most``); clips
+    without an action once.
     """
+    weights = dict(weights or {})
+    if any(w <= 0 for w in weights.values()):
+        raise ValueError(f"action weights must be > 0, got {weights}")
     counts = Counter(a for acts in actions for a in set(acts))
     if not counts:
         return [1] * len(actions)
+    unknown = sorted(set(weights) - set(counts))
+    if unknown:
+        raise ValueError(f"action weights name actions no clip shows: {unknown}; "
+                         f"labelled actions: {sorted(counts)}")  # fmt: skip
     top = max(counts.values())
-    return [
-        min(most, max((round(top / counts[a]) for a in set(acts)), default=1)) for acts in actions
-    ]
+    want = lambda a: max(1, round(weights.get(a, 1.0) * top / counts[a]))
+    return [min(most, max((want(a) for a in set(acts)), default=1)) for acts in actions]
 
 
 class StageSampler:

@@ -22,8 +22,14 @@ class CachedDataset:
     deterministic in the index as the `Dataset` protocol requires.
     """
 
-    def __init__(self, root: str | Path, *, frames: int, seed: int = 0, span: int = 4) -> None:
+    def __init__(
+        self, root: str | Path, *, frames: int, seed: int = 0, span: int = 4,
+        cue_actions: bool = False,
+    ) -> None:  # fmt: skip
+        """``cue_actions``: also give each cue's labelled action (`TrainSample.cue_action`),
+        read from the Stage labels of the encoded dataset."""
         self.root = Path(root)
+        self.cue_actions = cue_actions
         entries = [json.loads(ln) for ln in _lines(self.root / "index.jsonl")]
         if not entries:
             raise FileNotFoundError(f"{self.root} holds no encoded clips (run `lpm data encode`)")
@@ -44,16 +50,42 @@ class CachedDataset:
         dataset's ``labels.json``; the whole clip, not only the crop)."""
         e = self.entries[index]
         if "actions" not in e:
-            meta = json.loads((self.root / "encode.json").read_text())
-            path = Path(meta["data"]) / e["clip"] / "labels.json"
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: balance_actions reads the Stage labels of the dataset "
-                    f"this cache was encoded from ({meta['data']}); regenerate it there"
-                )
-            labels = json.loads(path.read_text())["fields"].get("action", [])
-            e["actions"] = sorted({a for a in labels if a != "none"})
+            e["actions"] = sorted({a for a in self._frame_actions(index) if a != "none"})
         return frozenset(e["actions"])
+
+    def _frame_actions(self, index: int) -> list[str]:
+        """The labelled action of every video frame of clip ``index``."""
+        e = self.entries[index]
+        meta = json.loads((self.root / "encode.json").read_text())
+        path = Path(meta["data"]) / e["clip"] / "labels.json"
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: action labels are read from the Stage dataset this cache "
+                f"was encoded from ({meta['data']}); regenerate it there"
+            )
+        return json.loads(path.read_text())["fields"].get("action", [])
+
+    def cue_action(self, index: int) -> torch.Tensor:
+        """(S,) the labelled action (index of the Stage ``ACTIONS``) of each cue of clip
+        ``index``: the label of the middle video frame (4f + 2, as `lpm data encode` times the
+        cues) of the first latent frame f that follows it; -1 for a cue no frame follows."""
+        from lpm.data.stage.schema import ACTIONS
+
+        e = self.entries[index]
+        if "cue_action" in e:
+            return torch.tensor(e["cue_action"], dtype=torch.int64)
+        get = lambda name: self._get(e["shard"], f"{e['key']}.{name}")
+        cue_index, n_cues = get("cue_index"), get("cue_text").shape[0]
+        labels = self._frame_actions(index)
+        out = torch.full((n_cues,), -1, dtype=torch.int64)
+        for f, s in enumerate(cue_index.tolist()):
+            if s >= 0 and out[s] < 0 and labels:
+                name = labels[min(f * self.span + self.span // 2, len(labels) - 1)]
+                if name not in ACTIONS:
+                    raise ValueError(f"clip {e['clip']} labels an unknown action {name!r}")
+                out[s] = ACTIONS.index(name)
+        e["cue_action"] = out.tolist()
+        return out
 
     def _handle(self, shard: str):
         if shard not in self._handles:
@@ -78,6 +110,8 @@ class CachedDataset:
         if self._has(e["shard"], f"{e['key']}.cue_index"):  # caches of encode version >= 2
             cues = {"cue_text": get("cue_text"), "cue_mask": get("cue_mask").bool(),
                     "cue_index": get("cue_index")[start : start + self.frames]}  # fmt: skip
+            if self.cue_actions:
+                cues["cue_action"] = self.cue_action(index)
         return TrainSample(
             latents=get("latents")[:, start : start + self.frames],
             text=get("text"),

@@ -144,12 +144,22 @@ class TrainRecipe:
     """Extra loss weight of the latent frames that follow a timed text cue (an action or an
     expression): their weight is ``1 + cue_weight`` before each sample's weights are scaled
     back to mean 1. A cue is worth a small part of the loss; this makes following it pay."""
+    cue_action_weight: float = 0.0
+    """Weight of the cue-action loss (`ModelConfig.cue_action_classes`: a head names each
+    cue's labelled action from its modulation vector; labels read from the Stage labels of a
+    cache) added to the flow-matching loss; 0 leaves it out. The logged ``loss`` stays the
+    flow-matching loss; ``cue_action_loss`` is logged beside it."""
     cue_lr_scale: float = 1.0
     """Learning rate of the text-cue modules (``cue_*``) as a multiple of ``lr``."""
     balance_actions: bool = False
     """Draw clips of rare labelled actions more often: each clip appears in an epoch as many
     times as the most common action outnumbers the rarest action it shows
     (`lpm.train.batch.action_repeats`; a cache of Stage clips, whose labels it reads)."""
+    action_weights: dict[str, float] = field(default_factory=dict)
+    """With ``balance_actions``: actions drawn this many times more often again than balance
+    alone would (``--set action_weights=shake_head:2,turn_left:2``); unnamed actions weigh 1."""
+    balance_max_repeats: int = 4
+    """With ``balance_actions``: the most times one clip appears in an epoch."""
     init: str = ""
     """Start from these weights instead of a random model (fine-tuning): a bundle (its
     ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config
@@ -199,11 +209,22 @@ class TrainRecipe:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas={self.betas} must be two values in [0, 1)")
         for name in ("weight_decay", "grad_clip", "warmup_steps", "checkpoint_every",
-                     "keep_checkpoints", "motion_weight", "cue_weight"):  # fmt: skip
+                     "keep_checkpoints", "motion_weight", "cue_weight",
+                     "cue_action_weight"):  # fmt: skip
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.log_every < 1:
             raise ValueError(f"log_every={self.log_every} must be >= 1")
+        if self.cue_action_weight > 0 and not self.model_config().cue_action_classes:
+            raise ValueError(
+                "cue_action_weight > 0 needs a model with a cue-action head: "
+                "--set model.cue_action_classes=9 (the Stage actions, none included)"
+            )
+        if self.balance_max_repeats < 1:
+            raise ValueError(f"balance_max_repeats={self.balance_max_repeats} must be >= 1")
+        bad = {a: w for a, w in self.action_weights.items() if not w > 0}
+        if bad:
+            raise ValueError(f"action_weights {bad}: every weight must be > 0")
         _check_prob("min_lr_ratio", self.min_lr_ratio)
         _check_prob("text_drop_prob", self.text_drop_prob)
         _check_prob("audio_drop_prob", self.audio_drop_prob)
@@ -328,6 +349,8 @@ def parse_value(key: str, text: str, hint: Any) -> Any:
         return text
     if hint is Any:
         return json.loads(text) if _looks_json(text) else text
+    if origin is dict:
+        return _parse_mapping(key, text, args)
     raise ValueError(f"--set {key}: fields of type {hint} cannot be set from the command line")
 
 
@@ -350,6 +373,21 @@ def override_fields(config, assignments: list[str], *, flag: str = "--set", excl
             )
         changes[key] = parse_value(key, value, hints[key])
     return dataclasses.replace(config, **changes)
+
+
+def _parse_mapping(key: str, text: str, args: tuple) -> dict:
+    """``name:value,name:value`` (or a JSON object) into a dict of the hinted value type."""
+    if _looks_json(text) and isinstance(json.loads(text), dict):
+        pairs = [(str(k), str(v)) for k, v in json.loads(text).items()]
+    else:
+        pairs = []
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            name, sep, value = part.partition(":")
+            if not sep or not name.strip():
+                raise ValueError(f"--set {key}={text!r}: expected name:value pairs, e.g. a:2,b:3")
+            pairs.append((name.strip(), value.strip()))
+    kind = args[1] if len(args) == 2 else Any
+    return {name: parse_value(f"{key}.{name}", value, kind) for name, value in pairs}
 
 
 def _looks_json(text: str) -> bool:

@@ -72,18 +72,28 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
             raise ValueError("data='cache' needs data_path (--set data_path=DIR)")
         from lpm.train.cache import CachedDataset
 
-        return CachedDataset(recipe.data_path, frames=recipe.latent_shape[0], seed=recipe.seed)
+        return CachedDataset(
+            recipe.data_path, frames=recipe.latent_shape[0], seed=recipe.seed,
+            cue_actions=recipe.cue_action_weight > 0,
+        )  # fmt: skip
     raise ValueError(f"data={recipe.data!r} has no loader")
 
 
-def action_balance(dataset: Dataset) -> list[int]:
+CUE_ACTION_SERIES = ("cue_action_loss", "cue-action loss", "cue_action_loss.png", True)
+
+
+def action_balance(dataset: Dataset, recipe: TrainRecipe) -> list[int]:
     """Per-sample repeats that balance the labelled actions (`TrainRecipe.balance_actions`)."""
     if not hasattr(dataset, "actions"):
         raise ValueError(
             f"balance_actions needs a dataset with action labels (data='cache' of Stage clips); "
             f"{type(dataset).__name__} has none"
         )
-    return action_repeats([dataset.actions(i) for i in range(len(dataset))])
+    return action_repeats(
+        [dataset.actions(i) for i in range(len(dataset))],
+        most=recipe.balance_max_repeats,
+        weights=recipe.action_weights,
+    )
 
 
 class StepLoop:
@@ -285,9 +295,11 @@ class Trainer(StepLoop):
         self.sampler = StageSampler(
             self.dataset, [s.categories for s in recipe.stages], global_batch=recipe.batch_size,
             rank=dist_info.rank, world_size=dist_info.world_size, seed=recipe.seed,
-            repeats=action_balance(self.dataset) if recipe.balance_actions else None,
+            repeats=action_balance(self.dataset, recipe) if recipe.balance_actions else None,
         )  # fmt: skip
         self.metrics = MetricsLog(self.run_dir)
+        if recipe.cue_action_weight:
+            self.plot_series = (*DEFAULT_SERIES, CUE_ACTION_SERIES)
         self.step = 0
         self._prepare_run_dir(resume)
 
@@ -306,7 +318,13 @@ class Trainer(StepLoop):
             v_pred, problem.x0, problem.noise, weight=problem.loss_weight,
             mask=problem.loss_mask, reduction="none",
         )  # fmt: skip
-        loss = per_sample.mean()
+        loss = flow = per_sample.mean()
+        cue_loss = (
+            getattr(self.model, "cue_action_loss", None) if recipe.cue_action_weight else None
+        )
+        if cue_loss is not None:
+            loss = loss + recipe.cue_action_weight * cue_loss
+            getattr(self.model, "_orig_mod", self.model).cue_action_loss = None  # no graph kept
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -320,7 +338,11 @@ class Trainer(StepLoop):
             self.ema.update(self.model)
         self.step += 1
         return {
-            "step": self.step, "stage": stage.name, "loss": float(all_reduce_mean(loss.detach())),
+            "step": self.step, "stage": stage.name, "loss": float(all_reduce_mean(flow.detach())),
             "grad_norm": float(grad_norm), "lr": lr,
             "samples": self.step * recipe.batch_size,
-        }  # fmt: skip
+        } | ({} if not recipe.cue_action_weight else {
+            "cue_action_loss": float(all_reduce_mean(
+                cue_loss.detach() if cue_loss is not None else torch.zeros((), device=self.device)
+            )),
+        })  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from typer.testing import CliRunner
 
 from lpm.cli.main import app
 from lpm.data.encode import ClipEncoder, ClipError, EncodeConfig, encode_dataset
+from lpm.data.stage.schema import ACTIONS
 from lpm.data.stage.writer import StageDatasetConfig, build_dataset
 from lpm.inference.bundle import load_encoders
 from lpm.parallel.distributed import DistInfo
@@ -82,11 +84,38 @@ def test_encode_cache_trains_and_resumes(stage_data, tmp_path):
     trainer = Trainer(balanced, tmp_path / "run-balanced", dist_info=DistInfo(), progress=False)
     assert len(trainer.sampler.pools[0]) >= len(data)
     assert trainer.fit().steps == 2
+    # Cue-action labels: each cue's labelled action, from the frame the encoder timed it by.
+    labelled = CachedDataset(tmp_path / "cache", frames=4, cue_actions=True)
+    for i in range(len(labelled)):
+        clip = stage_data / "data" / labelled.entries[i]["clip"]
+        labels = json.loads((clip / "labels.json").read_text())["fields"]["action"]
+        full_index = labelled._get(
+            labelled.entries[i]["shard"], f"{labelled.entries[i]['key']}.cue_index"
+        )
+        want = [-1] * labelled[i].cue_text.shape[0]
+        for f, c in enumerate(full_index.tolist()):
+            if c >= 0 and want[c] < 0:
+                want[c] = ACTIONS.index(labels[min(4 * f + 2, len(labels) - 1)])
+        assert labelled[i].cue_action.tolist() == want
+    assert collate([labelled[i] for i in range(3)]).cues.actions.shape == (3, most)
+    head = apply_overrides(recipe, ["model.cue_action_classes=9", "cue_action_weight=0.5"])
+    trainer = Trainer(head, tmp_path / "run-head", dist_info=DistInfo(), progress=False)
+    assert trainer.fit().steps == 2
+    records = [
+        json.loads(ln) for ln in (tmp_path / "run-head" / "metrics.jsonl").read_text().splitlines()
+    ]
+    steps = [r for r in records if "cue_action_loss" in r]
+    assert (tmp_path / "run-head" / "cue_action_loss.png").is_file()
+    # the head's loss is there and positive (the tiny clips' cues are labelled)
+    assert steps and all(0 < r["cue_action_loss"] < math.inf for r in steps)
+    assert collate([labelled[0]]).to("cpu").cues.actions is not None
+    with pytest.raises(ValueError, match="cue_action_classes"):
+        apply_overrides(recipe, ["cue_action_weight=0.5"])
     fresh = CachedDataset(tmp_path / "cache", frames=4)  # labels are read once per clip
     labels = stage_data / "data" / fresh.entries[0]["clip"] / "labels.json"
     labels.rename(labels.with_suffix(".moved"))
     try:
-        with pytest.raises(FileNotFoundError, match="balance_actions reads the Stage labels"):
+        with pytest.raises(FileNotFoundError, match="action labels are read from the Stage"):
             fresh.actions(0)
     finally:
         labels.with_suffix(".moved").rename(labels)

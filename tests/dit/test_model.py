@@ -383,6 +383,42 @@ def test_text_cues_reach_their_own_frames_only_and_drop_with_the_text():
         TextCues(feats, mask, index + 2)
 
 
+def test_cue_action_head_names_labelled_cues_in_training_only():
+    cfg = tiny_cfg(text_cues=True, cue_action_classes=4)
+    model = make_model(cfg)
+    with torch.no_grad():  # the pooled cue path starts at zero
+        model.cue_embed.out.fc2.weight.normal_(0, 0.5)
+    x, t, cond, refs = inputs(cfg, chunks=2)
+    f = x.shape[2]
+    feats, mask = torch.randn(B, 2, 5, cfg.text_dim), torch.ones(B, 2, 5, dtype=torch.bool)
+    index = torch.zeros((B, f), dtype=torch.int64)
+    labels = torch.tensor([[3, -1], [0, 1]])
+    cues = TextCues(feats, mask, index, labels)
+    out = model(x, t, references=refs, cues=cues, **cond)
+    # the labelled cues' cross-entropy, from the pooled cue vectors through the head
+    vec = model.cue_embed(feats, mask).flatten(0, 1)
+    keep = labels.flatten() >= 0
+    want = torch.nn.functional.cross_entropy(
+        model.cue_action_head(vec)[keep], labels.flatten()[keep]
+    )
+    assert torch.allclose(model.cue_action_loss, want, atol=1e-6)
+    model.cue_action_loss.backward()
+    assert model.cue_action_head.weight.grad.abs().sum() > 0
+    assert model.cue_embed.token.fc1.weight.grad.abs().sum() > 0
+    # the head does not change the prediction; unlabelled cues give no loss to learn from
+    plain = model(x, t, references=refs, cues=TextCues(feats, mask, index), **cond)
+    assert torch.equal(out, plain) and model.cue_action_loss is None
+    model(x, t, references=refs, cues=TextCues(feats, mask, index, torch.full((B, 2), -1)), **cond)
+    assert float(model.cue_action_loss.detach()) == 0.0
+    with torch.no_grad():
+        model(x, t, references=refs, cues=cues, **cond)
+    assert model.cue_action_loss is None
+    with pytest.raises(ValueError, match="cue actions must be"):
+        TextCues(feats, mask, index, labels[:, :1])
+    with pytest.raises(ValueError, match="only with text_cues"):
+        tiny_cfg(cue_action_classes=4)
+
+
 def test_determinism_state_dict_round_trip_and_gradients():
     cfg = tiny_cfg()
     x, t, cond, refs = inputs(cfg, chunks=2)

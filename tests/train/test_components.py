@@ -107,6 +107,37 @@ def test_action_repeats_balance_rare_actions_in_the_sampler():
         StageSampler(data, [allowed], global_batch=4, repeats=[0] * 12)
 
 
+def test_action_weights_draw_named_actions_more_often():
+    actions = [{"nod"}] * 8 + [{"shake_head"}] * 4 + [{"turn_left"}] * 4 + [set()]
+    # balance alone: 8/4 -> 2 for both rare actions; a weight of 2 on shake_head -> 4.
+    assert action_repeats(actions) == [1] * 8 + [2] * 8 + [1]
+    weighted = action_repeats(actions, weights={"shake_head": 2.0})
+    assert weighted == [1] * 8 + [4] * 4 + [2] * 4 + [1]
+    assert action_repeats(actions, most=3, weights={"shake_head": 2.0})[8] == 3
+    # a weight below one may draw a common action no more than once, never zero times
+    assert action_repeats(actions, weights={"nod": 0.1})[:8] == [1] * 8
+    with pytest.raises(ValueError, match="no clip shows"):
+        action_repeats(actions, weights={"wave": 2.0})
+    with pytest.raises(ValueError, match="> 0"):
+        action_repeats(actions, weights={"nod": 0.0})
+
+
+def test_action_weights_set_from_the_command_line():
+    recipe = tiny("balance_actions=true", "action_weights=shake_head:2,turn_left:1.5",
+                  "balance_max_repeats=6")  # fmt: skip
+    assert recipe.action_weights == {"shake_head": 2.0, "turn_left": 1.5}
+    assert recipe.balance_max_repeats == 6
+    assert tiny('action_weights={"wave": 3}').action_weights == {"wave": 3.0}
+    with pytest.raises(ValueError, match="name:value"):
+        tiny("action_weights=shake_head")
+    with pytest.raises(ValueError, match="expected float"):
+        tiny("action_weights=shake_head:lots")
+    with pytest.raises(ValueError, match="must be > 0"):
+        tiny("action_weights=shake_head:-1")
+    with pytest.raises(ValueError, match="balance_max_repeats"):
+        tiny("balance_max_repeats=0")
+
+
 def test_synthetic_dataset_is_index_deterministic():
     cfg = tiny().model_config()
     a = SyntheticDataset(cfg, size=8, latent_shape=(2, 4, 4), seed=0)

@@ -70,11 +70,14 @@ class TextCues:
 
     ``features`` (B, S, Lc, text_dim) and ``mask`` (B, S, Lc) bool are the encoded cue prompts;
     ``index`` (B, F) long names the cue of each latent frame of the video, -1 for none.
+    ``actions`` (B, S) long, training only: the labelled action each cue asks for (0: none),
+    -1 where unknown; read by a model with ``cue_action_classes``.
     """
 
     features: torch.Tensor
     mask: torch.Tensor
     index: torch.Tensor
+    actions: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.features.ndim != 4 or self.mask.shape != self.features.shape[:3]:
@@ -88,6 +91,11 @@ class TextCues:
             raise ValueError(
                 f"cue index {int(self.index.max())} names a cue beyond the "
                 f"{self.features.shape[1]} given"
+            )
+        if self.actions is not None and self.actions.shape != self.features.shape[:2]:
+            raise ValueError(
+                f"cue actions must be (B, S)={tuple(self.features.shape[:2])}, "
+                f"got {tuple(self.actions.shape)}"
             )
 
 
@@ -187,6 +195,12 @@ class LPMTransformer(nn.Module):
         self.speak_embed = OrderedAudioEmbed(cfg) if cfg.speak_tokens_per_latent else None
         self.cue_type = nn.Parameter(torch.zeros(d)) if cfg.text_cues else None
         self.cue_embed = CueEmbed(cfg) if cfg.text_cues else None
+        self.cue_action_head = (
+            nn.Linear(d, cfg.cue_action_classes) if cfg.cue_action_classes else None
+        )
+        self.cue_action_loss: torch.Tensor | None = None
+        """Set by each forward given labelled cues (`TextCues.actions`) with grad enabled: the
+        cross-entropy of ``cue_action_head`` on them; the trainer adds it to the loss."""
         self.blocks = nn.ModuleList(LPMBlock(cfg, i) for i in range(cfg.num_layers))
         self.head = Head(cfg)
 
@@ -304,11 +318,13 @@ class LPMTransformer(nn.Module):
             drop_text, drop_audio: (B,) bool, True drops that condition (classifier-free guidance).
                 Dropping the text drops the cues with it.
             cues: timed text cues, one index per latent frame of x; read only by a model with
-                ``cfg.text_cues`` (others ignore them) and only together with ``text``.
+                ``cfg.text_cues`` (others ignore them) and only together with ``text``. With
+                labelled cues a ``cue_action_classes`` model sets ``self.cue_action_loss``.
         Returns:
             (B, C_out, F, h, w) predicted velocity.
         """
         cfg = self.cfg
+        self.cue_action_loss = None
         mode = attention or cfg.attention
         if mode not in ("bidirectional", "chunk_causal"):
             raise ValueError(f"attention={mode!r} must be 'bidirectional' or 'chunk_causal'")
@@ -437,6 +453,16 @@ class LPMTransformer(nn.Module):
         if s == 0:
             return temb
         vec = self.cue_embed(cues.features.to(temb), cues.mask.bool().to(temb.device))
+        if self.cue_action_head is not None and cues.actions is not None:
+            labels = cues.actions.to(temb.device).flatten()
+            if torch.is_grad_enabled():
+                logits = self.cue_action_head(vec).float().flatten(0, 1)
+                known = labels >= 0  # a batch with none still touches the head (zero loss)
+                self.cue_action_loss = (
+                    nn.functional.cross_entropy(logits[known], labels[known])
+                    if bool(known.any())
+                    else logits.sum() * 0.0
+                )
         vec = torch.cat((vec.new_zeros(b, 1, vec.shape[-1]), vec), dim=1)  # slot 0: no cue
         per_frame = torch.gather(vec, 1, (index + 1)[..., None].expand(-1, -1, vec.shape[-1]))
         if drop_text is not None:
