@@ -53,6 +53,12 @@ def encode(
     ),
     shard_clips: int = typer.Option(64, "--shard-clips", help="Clips per safetensors shard."),
     on_error: str = typer.Option("skip", "--on-error", help="skip (report, go on) or fail."),
+    mirror: bool = typer.Option(
+        False,
+        "--mirror",
+        help="Also encode every clip mirrored left to right (left/right "
+        "swapped in captions, cues, body views and turn labels).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Cache VAE latents, audio and text features of a dataset into safetensors shards."""
@@ -63,7 +69,9 @@ def encode(
 
     try:
         spec, vae, text, audio = load_encoders(model or shipped_bundle_path())
-        cfg = EncodeConfig(data=data, out=out, shard_clips=shard_clips, on_error=on_error)
+        cfg = EncodeConfig(
+            data=data, out=out, shard_clips=shard_clips, on_error=on_error, mirror=mirror
+        )
         bar = tqdm(desc="encode", unit="clip", disable=not progress)
 
         def tick(done: int, total: int) -> None:

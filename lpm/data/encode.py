@@ -18,6 +18,12 @@ Cache layout::
     <out>/shards/shard-00000.safetensors   tensors "<clip>.<name>"
     <out>/errors.jsonl                clips that could not be encoded, with the reason
 
+With ``mirror`` every clip is encoded a second time mirrored left to right (index entry
+``"mirror": true``, key ``<key>~mirror``): frames and references flipped, the left and right
+body-view references swapped, and "left"/"right" swapped in caption and cues, so that a turn to
+either side is seen on every face. `CachedDataset` swaps the ``turn_left``/``turn_right`` labels
+of a mirrored clip to match.
+
 `lpm.train.cache.CachedDataset` reads the cache back as training samples.
 
 Shards are written atomically and indexed only afterwards, so a killed run resumes by skipping
@@ -30,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +82,8 @@ class EncodeConfig:
     """Clips per shard file."""
     on_error: Literal["skip", "fail"] = "skip"
     """``skip``: report and continue; ``fail``: stop at the first bad clip."""
+    mirror: bool = False
+    """Also encode every clip mirrored left to right (see the module docstring)."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
@@ -109,7 +118,10 @@ class ClipEncoder:
         }
 
     @torch.no_grad()
-    def __call__(self, clip_dir: Path, category: str) -> dict[str, torch.Tensor | list]:
+    def __call__(
+        self, clip_dir: Path, category: str, mirror: bool = False
+    ) -> dict[str, torch.Tensor | list]:
+        """The clip's features; ``mirror``: of the clip mirrored left to right."""
         from lpm.media import read_image, read_video
         from lpm.models.audio import AudioLoadError, load_audio
 
@@ -117,6 +129,8 @@ class ClipEncoder:
             frames, _ = read_video(clip_dir / "video.mp4")
         except (FileNotFoundError, ValueError) as err:
             raise ClipError(str(err)) from None
+        if mirror:
+            frames = np.ascontiguousarray(frames[:, :, ::-1])
         n_lat = len(frames) // self.span
         if n_lat < 1:
             raise ClipError(
@@ -133,16 +147,19 @@ class ClipEncoder:
                 raise ClipError(f"{path}: {err}") from None
             wave_t = torch.from_numpy(wave)[None]
             audio[name] = self.audio(wave_t, n_lat * self.span)[0].float()
-        text, mask = self.text.encode([_caption(clip_dir)])
-        cue_text, cue_mask, cue_index = self._cues(clip_dir, n_lat, text)
+        text, mask = self.text.encode([_sided(_caption(clip_dir), mirror)])
+        cue_text, cue_mask, cue_index = self._cues(clip_dir, n_lat, text, mirror)
         kinds, images = [], []
         for fname, kind in reference_files():
+            if mirror:  # the mirror image of the view from the left is the view from the right
+                fname = _MIRROR_FILE.get(fname, fname)
             path = clip_dir / "refs" / fname
             if path.is_file():
                 try:
-                    images.append(read_image(path))
+                    image = read_image(path)
                 except ValueError as err:
                     raise ClipError(str(err)) from None
+                images.append(np.ascontiguousarray(image[:, ::-1]) if mirror else image)
                 kinds.append(kind)
         if len({im.shape for im in images}) > 1:
             raise ClipError(f"{clip_dir / 'refs'}: reference images differ in size")
@@ -167,11 +184,11 @@ class ClipEncoder:
                 raise ClipError(f"{clip_dir}: non-finite {key} after encoding")
         return out
 
-    def _cues(self, clip_dir: Path, n_lat: int, like: torch.Tensor):
+    def _cues(self, clip_dir: Path, n_lat: int, like: torch.Tensor, mirror: bool = False):
         """Encoded cue prompts (S, Lt, D), their masks (S, Lt) and the cue of each latent frame
         (F,), -1 for none: latent f follows the cue covering video frame 4f + 2, the middle of
         the frames it holds. ``like`` (1, Lt, D): the caption's features (shape of no cues)."""
-        spans = _cue_spans(clip_dir)
+        spans = [(a, b, _sided(text, mirror)) for a, b, text in _cue_spans(clip_dir)]
         index = torch.full((n_lat,), -1, dtype=torch.int64)
         texts: list[str] = []
         for f in range(n_lat):
@@ -187,6 +204,16 @@ class ClipEncoder:
             return empty, torch.zeros(empty.shape[:2], dtype=torch.bool), index
         feats, mask = self.text.encode(texts)
         return feats.float(), mask.bool(), index
+
+
+_SIDE = re.compile(r"\b(left|right|Left|Right)\b")
+_OTHER_SIDE = {"left": "right", "right": "left", "Left": "Right", "Right": "Left"}
+_MIRROR_FILE = {"view_left.png": "view_right.png", "view_right.png": "view_left.png"}
+
+
+def _sided(text: str, mirror: bool) -> str:
+    """``text`` as said of the mirrored clip ("left" and "right" swapped) if ``mirror``."""
+    return _SIDE.sub(lambda m: _OTHER_SIDE[m.group(1)], text) if mirror else text
 
 
 def _cue_spans(clip_dir: Path) -> list[tuple[int, int, str]]:
@@ -231,11 +258,12 @@ def encode_dataset(
     """Encode every clip of ``cfg.data`` not yet in the cache (see the module docstring)."""
     entries = _manifest(cfg.data)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    _check_settings(
-        cfg.out / "encode.json", {"data": str(cfg.data.resolve()), **encoder.describe()}
-    )
+    settings = {"data": str(cfg.data.resolve()), **encoder.describe()}
+    if cfg.mirror:  # recorded only when on, so caches without mirrors keep their settings
+        settings["mirror"] = True
+    _check_settings(cfg.out / "encode.json", settings)
     index_path = cfg.out / "index.jsonl"
-    done = {json.loads(ln)["clip"] for ln in _lines(index_path)}
+    done = {(e["clip"], bool(e.get("mirror"))) for e in map(json.loads, _lines(index_path))}
     shards = sorted((cfg.out / "shards").glob("shard-*.safetensors"))
     next_shard = len(shards)
     report = EncodeReport(already_done=len(done))
@@ -254,27 +282,30 @@ def encode_dataset(
         next_shard += 1
         pending, pending_index = {}, []
 
-    todo = [e for e in entries if e["dir"] not in done]
-    for i, entry in enumerate(todo):
+    sides = (False, True) if cfg.mirror else (False,)
+    todo = [(e, m) for e in entries for m in sides if (e["dir"], m) not in done]
+    for i, (entry, mirror) in enumerate(todo):
         clip_dir = cfg.data / entry["dir"]
         category = MODE_TO_CATEGORY.get(entry.get("mode", ""), "conversation")
         try:
-            enc = encoder(clip_dir, category)
+            enc = encoder(clip_dir, category, mirror=mirror)
         except ClipError as err:
             if cfg.on_error == "fail":
                 raise
-            report.skipped.append((str(clip_dir), str(err)))
+            report.skipped.append((str(clip_dir) + (" (mirrored)" if mirror else ""), str(err)))
             with (cfg.out / "errors.jsonl").open("a") as fh:
-                fh.write(json.dumps({"clip": entry["dir"], "error": str(err)}) + "\n")
+                fh.write(json.dumps({"clip": entry["dir"], "mirror": mirror,
+                                     "error": str(err)}) + "\n")  # fmt: skip
             log.warning("skipped %s: %s", clip_dir, err)
             continue
-        key = entry["dir"].replace("/", "_")
+        key = entry["dir"].replace("/", "_") + ("~mirror" if mirror else "")
         for name, value in enc.items():
             if name != "kinds":
                 pending[f"{key}.{name}"] = value.contiguous()
         pending_index.append({"clip": entry["dir"], "key": key, "category": category,
                               "frames": int(enc["latents"].shape[1]),
-                              "kinds": [list(k) for k in enc["kinds"]]})  # fmt: skip
+                              "kinds": [list(k) for k in enc["kinds"]],
+                              **({"mirror": True} if mirror else {})})  # fmt: skip
         report.encoded += 1
         if len(pending_index) >= cfg.shard_clips:
             flush()

@@ -63,7 +63,11 @@ class CachedDataset:
                 f"{path} is missing: action labels are read from the Stage dataset this cache "
                 f"was encoded from ({meta['data']}); regenerate it there"
             )
-        return json.loads(path.read_text())["fields"].get("action", [])
+        actions = json.loads(path.read_text())["fields"].get("action", [])
+        if e.get("mirror"):  # `lpm data encode --mirror`: a turn to the left shows as one right
+            swap = {"turn_left": "turn_right", "turn_right": "turn_left"}
+            actions = [swap.get(a, a) for a in actions]
+        return actions
 
     def cue_action(self, index: int) -> torch.Tensor:
         """(S,) the labelled action (index of the Stage ``ACTIONS``) of each cue of clip

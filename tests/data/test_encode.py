@@ -121,6 +121,63 @@ def test_encode_cache_trains_and_resumes(stage_data, tmp_path):
         labels.with_suffix(".moved").rename(labels)
 
 
+def test_mirrored_clips(stage_data, tmp_path):
+    """--mirror: each clip also flipped left to right, with sides swapped in words and labels."""
+    import shutil
+
+    import numpy as np
+
+    from lpm.data.encode import _sided, _to_video
+    from lpm.media import read_image, read_video
+
+    assert _sided("Turns its head to the left; the right eye, leftover", True) == (
+        "Turns its head to the right; the left eye, leftover"
+    )
+    assert _sided("turns left", False) == "turns left"
+    data = tmp_path / "data"
+    shutil.copytree(stage_data / "data", data)
+    clip = data / "clips" / "000000"
+    labels = json.loads((clip / "labels.json").read_text())
+    n = len(labels["fields"]["action"])
+    labels["fields"]["action"] = ["turn_left"] * (n // 2) + ["turn_right"] * (n - n // 2)
+    (clip / "labels.json").write_text(json.dumps(labels))
+    captions = json.loads((clip / "captions.json").read_text())
+    captions["cues"] = [{"start_frame": 0, "end_frame": n, "text": "It looks to the left."}]
+    (clip / "captions.json").write_text(json.dumps(captions))
+
+    enc = encoder(stage_data / "bundle")
+    cfg = EncodeConfig(data=data, out=tmp_path / "cache", mirror=True)
+    assert encode_dataset(cfg, enc).encoded == 6
+    again = encode_dataset(cfg, enc)
+    assert again.encoded == 0 and again.already_done == 6
+    with pytest.raises(ValueError, match="other settings"):
+        encode_dataset(EncodeConfig(data=data, out=tmp_path / "cache"), enc)
+
+    cache = CachedDataset(tmp_path / "cache", frames=4, cue_actions=True)
+    find = {(e["clip"], bool(e.get("mirror"))): i for i, e in enumerate(cache.entries)}
+    plain, mirrored = find[("clips/000000", False)], find[("clips/000000", True)]
+    get = lambda i, name: cache._get(cache.entries[i]["shard"], f"{cache.entries[i]['key']}.{name}")
+    frames, _ = read_video(clip / "video.mp4")
+    want = enc.vae.encode(_to_video(np.ascontiguousarray(frames[3:, :, ::-1])))[0]
+    assert torch.allclose(get(mirrored, "latents"), want, atol=1e-5)
+    assert not torch.allclose(get(plain, "latents"), want, atol=1e-3)
+    # the mirror of the view from the left is the view from the right
+    kinds = [tuple(k) for k in cache.entries[mirrored]["kinds"]]
+    left = kinds.index(("body", 1))
+    right_view = read_image(clip / "refs" / "view_right.png")[:, ::-1]
+    want_ref = enc.vae.encode(_to_video(np.ascontiguousarray(right_view)[None]))[0, :, 0]
+    assert torch.allclose(get(mirrored, "references")[:, left], want_ref, atol=1e-4)
+    # the cue is said of the other side; so are the turn labels
+    text, mask = enc.text.encode(["It looks to the right."])
+    assert torch.allclose(get(mirrored, "cue_text")[0], text[0].float(), atol=1e-5)
+    assert cache._frame_actions(mirrored) == [
+        {"turn_left": "turn_right", "turn_right": "turn_left"}[a]
+        for a in cache._frame_actions(plain)
+    ]
+    assert cache.cue_action(mirrored).tolist() == [ACTIONS.index("turn_right")]
+    assert cache.cue_action(plain).tolist() == [ACTIONS.index("turn_left")]
+
+
 def test_bad_clips_are_reported_and_skipped_or_fatal(stage_data, tmp_path):
     import shutil
 
