@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -24,10 +25,11 @@ class CachedDataset:
 
     def __init__(
         self, root: str | Path, *, frames: int, seed: int = 0, span: int = 4,
-        cue_actions: bool = False,
+        cue_actions: bool = False, mirror_skip_actions: Iterable[str] = (),
     ) -> None:  # fmt: skip
         """``cue_actions``: also give each cue's labelled action (`TrainSample.cue_action`),
-        read from the Stage labels of the encoded dataset."""
+        read from the Stage labels of the encoded dataset. ``mirror_skip_actions``: leave out
+        the mirrored clips (``lpm data encode --mirror``) labelled with any of these actions."""
         self.root = Path(root)
         self.cue_actions = cue_actions
         entries = [json.loads(ln) for ln in _lines(self.root / "index.jsonl")]
@@ -38,6 +40,11 @@ class CachedDataset:
             raise ValueError(f"no clip in {self.root} has {frames} latent frames; use fewer")
         self.frames, self.seed, self.span = frames, seed, span
         self._handles: dict[str, object] = {}
+        skip = frozenset(mirror_skip_actions)
+        if skip:
+            keep = [i for i, e in enumerate(self.entries)
+                    if not (e.get("mirror") and self.actions(i) & skip)]  # fmt: skip
+            self.entries = [self.entries[i] for i in keep]
 
     def __len__(self) -> int:
         return len(self.entries)

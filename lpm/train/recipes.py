@@ -160,6 +160,10 @@ class TrainRecipe:
     alone would (``--set action_weights=shake_head:2,turn_left:2``); unnamed actions weigh 1."""
     balance_max_repeats: int = 4
     """With ``balance_actions``: the most times one clip appears in an epoch."""
+    mirror_skip_actions: tuple[str, ...] = ()
+    """Leave out the mirrored clips (`lpm data encode --mirror`) that show any of these
+    actions, e.g. ``wave``: Stage characters wave with one hand, so a mirrored wave is a motion
+    their world never shows."""
     init: str = ""
     """Start from these weights instead of a random model (fine-tuning): a bundle (its
     ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config
@@ -222,6 +226,13 @@ class TrainRecipe:
             )
         if self.balance_max_repeats < 1:
             raise ValueError(f"balance_max_repeats={self.balance_max_repeats} must be >= 1")
+        from lpm.data.stage.schema import ACTIONS
+
+        unknown = sorted(set(self.mirror_skip_actions) - set(ACTIONS[1:]))
+        if unknown:
+            raise ValueError(
+                f"mirror_skip_actions {unknown}: not Stage actions (known: {list(ACTIONS[1:])})"
+            )
         bad = {a: w for a, w in self.action_weights.items() if not w > 0}
         if bad:
             raise ValueError(f"action_weights {bad}: every weight must be > 0")

@@ -75,6 +75,7 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
         return CachedDataset(
             recipe.data_path, frames=recipe.latent_shape[0], seed=recipe.seed,
             cue_actions=recipe.cue_action_weight > 0,
+            mirror_skip_actions=recipe.mirror_skip_actions,
         )  # fmt: skip
     raise ValueError(f"data={recipe.data!r} has no loader")
 

@@ -19,6 +19,7 @@ from lpm.train.batch import collate
 from lpm.train.cache import CachedDataset
 from lpm.train.recipes import apply_overrides, get_recipe
 from lpm.train.trainer import Trainer
+from lpm.train.trainer import build_dataset as build_dataset_for
 from tests.inference.test_pipeline import tiny_bundle
 
 
@@ -176,6 +177,21 @@ def test_mirrored_clips(stage_data, tmp_path):
     ]
     assert cache.cue_action(mirrored).tolist() == [ACTIONS.index("turn_right")]
     assert cache.cue_action(plain).tolist() == [ACTIONS.index("turn_left")]
+    # mirrored clips of one-sided actions can be left out (the originals stay)
+    kept = CachedDataset(tmp_path / "cache", frames=4, mirror_skip_actions=["turn_right"])
+    names = {(e["clip"], bool(e.get("mirror"))) for e in kept.entries}
+    assert ("clips/000000", False) in names and ("clips/000000", True) not in names
+    assert len(kept) == len(cache) - 1 - sum(
+        bool(e.get("mirror")) and "turn_right" in cache.actions(i) and e["clip"] != "clips/000000"
+        for i, e in enumerate(cache.entries)
+    )
+    recipe = apply_overrides(get_recipe("test-speak"), [
+        "data=cache", f"data_path={tmp_path / 'cache'}", "latent_shape=[4,8,8]",
+        "mirror_skip_actions=turn_right",
+    ])  # fmt: skip
+    assert len(build_dataset_for(recipe)) == len(kept)
+    with pytest.raises(ValueError, match="not Stage actions"):
+        apply_overrides(recipe, ["mirror_skip_actions=wiggle"])
 
 
 def test_bad_clips_are_reported_and_skipped_or_fatal(stage_data, tmp_path):
