@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Teach lpm-nano's DiT to follow timed cues (docs/training.md, "Cues in the package form"),
 # continuing the runs of scripts/train_nano.sh: 14,400 steps in eight runs from its nano-m40 DiT
-# on the nano-m40 cache (~3 h on 2 CPU cores), then a bundle with its decoder: the shipped
-# lpm-nano (then scripts/train_nano_online.sh RUNS BUNDLE distils its lpm-nano-online).
+# on the nano-m40 cache, then 3,200 on that cache with every clip also mirrored left to right
+# (~4 h on 2 CPU cores), and a bundle with its decoder: the shipped lpm-nano (then
+# scripts/train_nano_online.sh RUNS BUNDLE distils its lpm-nano-online).
 # Each latent frame reads the cue in force ("The character nods.") through the cue path, whose
 # learning rate is 10x and whose frames weigh 4x. Every run resumes after a kill.
 #   bash scripts/train_nano_cues.sh [RUNS_DIR] [BUNDLE_OUT]
@@ -16,14 +17,16 @@ for need in "$runs/nano-m40" "$runs/nano-cache-m40/index.jsonl" "$runs/nano-vae-
 done
 
 cue_run() {  # run name, init run, the speak, listen, identity and long stage steps, extra --set
-  local out="$runs/$1" resume=() extra=()
-  [ -n "${7:-}" ] && extra=(--set "$7")
+  local out="$runs/$1" init="$runs/$2" steps=("$3" "$4" "$5" "$6") resume=() extra=()
+  shift 6
+  for set in "$@"; do extra+=(--set "$set"); done
   [ -d "$out/checkpoints" ] && resume=(--resume)
   lpm train --recipe nano-base --set "data_path=$runs/nano-cache-m40" --out "$out" \
-    --set "init=$runs/$2" --set model.speak_tokens_per_latent=2 --set model.text_cues=true \
+    --set "init=$init" --set model.speak_tokens_per_latent=2 --set model.text_cues=true \
     --set motion_weight=3 --set warmup_steps=20 --set cue_lr_scale=10 --set cue_weight=3 \
-    --set lr=2e-4 --set "stages.speak.steps=$3" --set "stages.listen.steps=$4" \
-    --set "stages.identity.steps=$5" --set "stages.long.steps=$6" "${extra[@]}" "${resume[@]}"
+    --set lr=2e-4 --set "stages.speak.steps=${steps[0]}" --set "stages.listen.steps=${steps[1]}" \
+    --set "stages.identity.steps=${steps[2]}" --set "stages.long.steps=${steps[3]}" "${extra[@]}" \
+    "${resume[@]}"
 }
 cue_run nano-cue1 nano-m40 400 400 400 400
 cue_run nano-cue2 nano-cue1 200 400 400 600
@@ -33,8 +36,16 @@ cue_run nano-cue5 nano-cue4 400 1200 800 800
 cue_run nano-cue6 nano-cue5 200 600 400 400
 cue_run nano-cue7 nano-cue6 200 600 400 400
 cue_run nano-cue8 nano-cue7 200 600 400 400 balance_actions=true  # rare actions drawn more often
+# Every clip a second time, mirrored (frames, references, left/right words and turn labels
+# swapped; docs/training.md, "Mirrored clips"): left turns as common as right ones. Waves are
+# not mirrored: the hand then blurred on both sides.
+lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-m40-mirror" \
+  --model "$runs/nano-encoders-m40" --mirror
+mirrored=("data_path=$runs/nano-cache-m40-mirror" balance_actions=true mirror_skip_actions=wave)
+cue_run nano-cue9 nano-cue8 200 600 400 400 "${mirrored[@]}"
+cue_run nano-cue10 nano-cue9 200 600 400 400 "${mirrored[@]}"
 # Cue guidance 4 on the cued frames and at noise levels >= 0.7 follows the most actions with
 # the listening mouth shut (docs/training.md, "Cue guidance where the cue is").
-lpm model pack --vae "$runs/nano-vae-sp7" --checkpoint "$runs/nano-cue8" \
+lpm model pack --vae "$runs/nano-vae-sp7" --checkpoint "$runs/nano-cue10" \
   --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 4 --cue-min-sigma 0.7 \
   --out "$bundle" --overwrite

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Distil lpm-nano-online from a Base lpm-nano bundle: teacher trajectories, the four stages of
-# DESIGN §3, then a bundle whose backbone and refiner are rank-26 deltas from the base and
+# DESIGN §3, then a bundle whose backbone and refiner are rank-22 deltas from the base and
 # whose VAE and encoders are the base's. Needs the feature cache of scripts/train_nano.sh.
 # Every step resumes or is skipped when its output already exists, so rerun after a kill.
 #   bash scripts/train_nano_online.sh [RUNS_DIR] [BASE_BUNDLE] [BUNDLE_OUT] [CACHE]
@@ -33,16 +33,20 @@ stage() {  # stage number, run name, extra --set arguments
   lpm distill "${common[@]}" --stage "$n" "$@" --out "$out" "${resume[@]}"
 }
 stage 1 online-s1 --set "trajectories=$runs/online-traj"
-backbone="$runs/online-s1"
+# 200 more ODE steps on the same trajectories: the 150-step student moved its mouth while
+# listening and followed fewer cues (docs/distill.md, "Students of the mirrored-clips Base")
+stage 1 online-s1b --set "trajectories=$runs/online-traj" --set "init=$runs/online-s1" \
+  --set stage_steps=200,100,100,80
+backbone="$runs/online-s1b"
 if [ "${STAGES23:-0}" = 1 ]; then
-  stage 2 online-s2 --set "trajectories=$runs/online-traj" --set "init=$runs/online-s1" "${dmd[@]}"
+  stage 2 online-s2 --set "trajectories=$runs/online-traj" --set "init=$backbone" "${dmd[@]}"
   stage 3 online-s3 --set "init=$runs/online-s2" "${dmd[@]}"
   backbone="$runs/online-s3"
 fi
 stage 4 online-s4 --set "backbone=$backbone" "${dmd[@]}"
-# a cue model's stream guides the cues that name an action at 4.5 (docs/distill.md)
+# a cue model's stream guides the cues that name an action at 5.5 (docs/distill.md)
 stream=()
-[ "$(sampling cue_scale)" != "0.0" ] && stream=(--cue-scale 4.5 --cue-actions-only)
+[ "$(sampling cue_scale)" != "0.0" ] && stream=(--cue-scale 5.5 --cue-actions-only)
 OMP_NUM_THREADS=1 lpm model pack-online --base "$base" --backbone "$backbone" \
   --refiner "$runs/online-s4" --rank 22 --refiner-timestep 250 "${stream[@]}" --out "$bundle" \
   --overwrite

@@ -81,3 +81,21 @@ def test_delta_errors_name_the_problem(tmp_path):
     (tmp_path / "base").rename(tmp_path / "gone")
     with pytest.raises(FileNotFoundError, match="base checkpoint"):
         load_lpm_checkpoint(tmp_path / "d2")
+
+
+def test_a_changed_base_is_refused(tmp_path):
+    base, tuned = _pair()
+    save_lpm_checkpoint(base, tmp_path / "base")
+    save_delta_checkpoint(tuned, tmp_path / "base", tmp_path / "delta", rank=2)
+    spec = json.loads((tmp_path / "delta" / "delta.json").read_text())
+    assert len(spec["base_fingerprint"]) == 32
+    # the base trained further: same names and shapes, other weights
+    with torch.no_grad():
+        base.blocks[-1].ffn.fc1.weight.mul_(1.01)
+    save_lpm_checkpoint(base, tmp_path / "base", overwrite=True)
+    with pytest.raises(ValueError, match="another version of its base"):
+        load_lpm_checkpoint(tmp_path / "delta")
+    # a delta written before fingerprints existed loads against any base of the same shapes
+    del spec["base_fingerprint"]
+    (tmp_path / "delta" / "delta.json").write_text(json.dumps(spec))
+    assert _max_diff(load_lpm_checkpoint(tmp_path / "delta"), tuned) > 0

@@ -13,6 +13,7 @@ from lpm.cli.main import app
 from lpm.inference import shipped_bundle_path
 from lpm.inference.bundle import BundleSpec
 from lpm.media import read_video
+from lpm.models.dit.delta import base_fingerprint
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lpm"
 
@@ -49,6 +50,8 @@ def test_shipped_online_model_shares_the_base_encoders():
     for role in ("transformer", "refiner"):  # low-rank deltas from lpm-nano's transformer
         delta = json.loads((online / role / "delta.json").read_text())
         assert (online / role / delta["base"]).resolve() == shipped_bundle_path() / "transformer"
+        # taken from the shipped lpm-nano as it is now, not from an earlier one
+        assert delta["base_fingerprint"] == base_fingerprint(shipped_bundle_path() / "transformer")
 
 
 @pytest.mark.slow

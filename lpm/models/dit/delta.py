@@ -5,8 +5,11 @@ little, so shipping it as ``base + delta`` with each matrix's delta truncated to
 fraction of a full copy. A delta checkpoint directory::
 
     config.json          the fine-tuned model's ModelConfig, as in any LPM checkpoint
-    delta.json           {"format": "lpm-delta", "version": 1, "base": DIR, "rank": r}
+    delta.json           {"format": "lpm-delta", "version": 1, "base": DIR, "rank": r,
+                          "base_fingerprint": F}
                          DIR: the base LPM checkpoint, relative to this directory (or absolute)
+                         F: `base_fingerprint` of the base's weights when the delta was taken
+                           (absent in deltas written before it existed: not checked)
     delta.safetensors    for each changed tensor K (shape legend: out x in for a matrix):
                            K.lora_b (out, r) and K.lora_a (r, in): delta ~= lora_b @ lora_a,
                              for a matrix whose rank-r factors are smaller than the matrix;
@@ -14,11 +17,14 @@ fraction of a full copy. A delta checkpoint directory::
                          Tensors it does not name equal the base's.
 
 `load_lpm_checkpoint` reads delta checkpoints transparently; the base must have the same tensor
-names and shapes (its config may differ in attention mode or name).
+names and shapes (its config may differ in attention mode or name) and, where the delta records
+one, the same fingerprint: a base trained further or replaced keeps its names and shapes, and
+adding the old delta to it gives a model nobody trained.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -40,6 +46,8 @@ DELTA_NAME = "delta.json"
 DELTA_WEIGHTS = "delta.safetensors"
 DELTA_FORMAT = "lpm-delta"
 DELTA_VERSION = 1
+#: `base_fingerprint` reads this many evenly spaced blocks of this many bytes from each file.
+_FINGERPRINT_BLOCKS, _FINGERPRINT_BLOCK_BYTES = 32, 4096
 
 
 @dataclass
@@ -62,6 +70,28 @@ class DeltaReport:
 
 def is_delta_checkpoint(directory: str | Path) -> bool:
     return (Path(directory) / DELTA_NAME).is_file()
+
+
+def base_fingerprint(base: str | Path) -> str:
+    """A fingerprint of an LPM checkpoint's weights: SHA-256 over each weight file's name, size
+    and safetensors header and 32 evenly spaced 4-KiB blocks of its data. Training changes every
+    tensor, so it tells a retrained base from the one a delta was taken from; it reads about
+    128 KiB per file, so it costs the same for a 17B base as for lpm-nano."""
+    digest = hashlib.sha256()
+    with SafetensorsSource.open(base) as source:
+        files = list(source.files)
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}:".encode())
+        with path.open("rb") as f:
+            header = int.from_bytes(f.read(8), "little")
+            digest.update(f.read(min(header, size)))
+            start = 8 + header
+            span = max(size - start - _FINGERPRINT_BLOCK_BYTES, 0)
+            for i in range(_FINGERPRINT_BLOCKS):
+                f.seek(start + span * i // max(_FINGERPRINT_BLOCKS - 1, 1))
+                digest.update(f.read(_FINGERPRINT_BLOCK_BYTES))
+    return digest.hexdigest()[:32]
 
 
 def save_delta_checkpoint(
@@ -111,7 +141,10 @@ def save_delta_checkpoint(
         total2 += float(delta.square().sum())
     if base_ref is None:
         base_ref = os.path.relpath(base.resolve(), out.resolve())
-    spec = {"format": DELTA_FORMAT, "version": DELTA_VERSION, "base": base_ref, "rank": rank}
+    spec = {
+        "format": DELTA_FORMAT, "version": DELTA_VERSION, "base": base_ref, "rank": rank,
+        "base_fingerprint": base_fingerprint(base),
+    }  # fmt: skip
     with atomic_directory(out, overwrite=overwrite) as tmp:
         (tmp / CONFIG_NAME).write_text(model.cfg.to_json())
         (tmp / DELTA_NAME).write_text(json.dumps(spec, indent=2) + "\n")
@@ -128,8 +161,9 @@ def load_delta_state(directory: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: no delta.json / delta.safetensors, or the base checkpoint is missing.
-        ValueError: an unknown format, a base that does not match the config, or delta tensors
-            that name unknown keys or have the wrong shapes.
+        ValueError: an unknown format, a base that does not match the config or is not the
+            base the delta was taken from, or delta tensors that name unknown keys or have the
+            wrong shapes.
     """
     directory = Path(directory)
     spec = json.loads((directory / DELTA_NAME).read_text())
@@ -141,6 +175,14 @@ def load_delta_state(directory: str | Path) -> dict[str, torch.Tensor]:
     base = base if base.is_absolute() else directory / base
     shapes = expected_shapes(load_lpm_config(directory))
     state = _read_base(base, shapes)
+    recorded = spec.get("base_fingerprint")
+    if recorded is not None and (found := base_fingerprint(base)) != recorded:
+        raise ValueError(
+            f"{directory} is a delta from another version of its base {base.resolve()}: the "
+            f"base's weights have changed since the delta was taken (fingerprint {found}, "
+            f"delta made against {recorded}). Restore that base, or take the delta again from "
+            f"this one (for an online bundle: `lpm model pack-online --base BASE_BUNDLE ...`)"
+        )
     weights = directory / DELTA_WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"delta checkpoint {directory} has no {DELTA_WEIGHTS}")
