@@ -2,7 +2,7 @@
 # Teach lpm-nano's DiT to follow timed cues (docs/training.md, "Cues in the package form"),
 # continuing the runs of scripts/train_nano.sh: 14,400 steps in eight runs from its nano-m40 DiT
 # on the nano-m40 cache, then 3,200 on that cache with every clip also mirrored left to right
-# (~4 h on 2 CPU cores), and a bundle with its decoder: the shipped lpm-nano (then
+# (~3.5 h on 2 CPU cores), and a bundle with its decoder: the shipped lpm-nano (then
 # scripts/train_nano_online.sh RUNS BUNDLE distils its lpm-nano-online).
 # Each latent frame reads the cue in force ("The character nods.") through the cue path, whose
 # learning rate is 10x and whose frames weigh 4x. Every run resumes after a kill.
