@@ -125,3 +125,28 @@ def test_bad_spec(field, value):
     kwargs[field] = value
     with pytest.raises(ValueError):
         ClipSpec(**kwargs)
+
+
+def test_speech_moved_by_the_lead_lines_up_with_the_labelled_mouth(conversation_clips):
+    """The premise of benchmarks/lip_lead_oracle.py: speech moved `lead` frames earlier is the
+    speech the labelled mouth follows at lag 0."""
+    import importlib.util
+    from pathlib import Path
+
+    from lpm.data.stage.performance import speech_opening
+
+    path = Path(__file__).parents[2] / "benchmarks" / "lip_lead_oracle.py"
+    spec = importlib.util.spec_from_file_location("lip_lead_oracle", path)
+    oracle = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(oracle)
+    for clip in conversation_clips:
+        n, sr, fps = len(clip.frames), clip.spec.sample_rate, clip.spec.fps
+        lead = clip.performer.lip_lead_frames
+        moved = oracle.shift_speech(clip.speak_audio, lead, fps, sr)
+        assert len(moved) == len(clip.speak_audio)
+        mouth = np.array(clip.labels["mouth_open"])
+        speaking = np.array(clip.labels["state"]) == "speak"
+        opening = speech_opening(audio_features(moved, sr, fps, n)["db"])
+        corr = {k: lag_corr(mouth, opening, speaking, k) for k in range(-2, 3)}
+        assert corr[0] > 0.9, (lead, corr)
+        assert max(corr, key=corr.get) == 0
