@@ -237,8 +237,14 @@ def _load_init(model: LPMTransformer, init: str) -> None:
     from lpm.models.dit.state_dict_adapter import is_fresh
 
     source = load_lpm_checkpoint(resolve_checkpoint(init), dtype=torch.float32)
+    state = source.state_dict()
+    if (source.cfg.in_channels, source.cfg.out_channels) != (model.cfg.in_channels,
+                                                              model.cfg.out_channels):  # fmt: skip
+        state = widen_latent_channels(state, source.cfg, model.cfg)
+        log.info("latent channels widened %d -> %d (the new ones start unread and predicted 0)",
+                 source.cfg.in_channels, model.cfg.in_channels)  # fmt: skip
     try:
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected:
             raise RuntimeError(f"unexpected keys {unexpected[:4]}")
         # An audio module or cue embedding that ``init`` lacks (e.g. ordered speak tokens or
@@ -251,6 +257,32 @@ def _load_init(model: LPMTransformer, init: str) -> None:
     fresh = sorted({k.split(".")[0] for k in missing if is_fresh(k)})
     note = f" ({', '.join(fresh)} fresh)" if fresh else ""
     log.info("starting from the weights of %s%s", init, note)
+
+
+def widen_latent_channels(state: dict, old_cfg, new_cfg) -> dict:
+    """A DiT's weights fitted to more latent channels (a VAE widened with new channels).
+
+    The patch embedding reads the new input channels with zero weights and the head predicts
+    zero for the new output channels, so the widened model computes exactly what it did on the
+    old channels until training teaches it the new ones.
+    """
+    added_in = new_cfg.in_channels - old_cfg.in_channels
+    added_out = new_cfg.out_channels - old_cfg.out_channels
+    if added_in < 0 or added_out < 0 or added_in != added_out:
+        raise ValueError(
+            f"can only add the same number of input and output latent channels, not "
+            f"{old_cfg.in_channels}/{old_cfg.out_channels} -> "
+            f"{new_cfg.in_channels}/{new_cfg.out_channels}"
+        )
+    out = dict(state)
+    w = state["patch_embed.weight"]  # (D, C, pt, ph, pw)
+    out["patch_embed.weight"] = torch.cat([w, w.new_zeros(w.shape[0], added_in, *w.shape[2:])], 1)
+    patch = math.prod(old_cfg.patch_size)
+    for key in ("head.proj.weight", "head.proj.bias"):  # rows ordered (patch, channel)
+        t = state[key].reshape(patch, old_cfg.out_channels, *state[key].shape[1:])
+        pad = t.new_zeros(patch, added_out, *t.shape[2:])
+        out[key] = torch.cat([t, pad], 1).reshape(patch * new_cfg.out_channels, *t.shape[2:])
+    return out
 
 
 def _freeze_all_but(model: LPMTransformer, pattern: str) -> None:

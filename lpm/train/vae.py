@@ -81,6 +81,11 @@ class VaeRecipe:
     """Strength of the motion-weighted L1 (``nano``; `lpm.train.conditioning.motion_weights`):
     pixels that change within the clip (a speaking mouth, blinks) count more than the static
     background; 0 weighs all pixels equally."""
+    z_dim: int = 16
+    """Latent channels of a new `NanoVAE`. With an ``init`` of fewer channels the VAE is widened:
+    the added channels' encoder outputs start small and random and the decoder's reading of them
+    at zero, so training starts from ``init``'s exact reconstructions and the new channels learn
+    what the old ones lose (with ``mouth_weight``, the mouth of each frame)."""
     enc_blocks: int = 1
     """Residual blocks per encoder stage of a new `NanoVAE`."""
     decoder_blocks: int = 0
@@ -170,6 +175,8 @@ class VaeRecipe:
             )
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
+        if self.z_dim < 1:
+            raise ValueError(f"z_dim={self.z_dim} must be >= 1")
         if self.freeze_encoder and not self.init:
             raise ValueError("freeze_encoder needs init=DIR: a random encoder would stay random")
         if self.init and self.kind != "nano":
@@ -180,12 +187,15 @@ class VaeRecipe:
         """The `NanoVAEConfig` of a new ``nano`` autoencoder (latent statistics still unit)."""
         from lpm.models.vae.nano import NanoVAEConfig
 
-        decoder = LightDecoderConfig(stage_blocks=self.decoder_blocks, norm_groups=self.norm_groups,
+        decoder = LightDecoderConfig(z_dim=self.z_dim, stage_blocks=self.decoder_blocks,
+                                     norm_groups=self.norm_groups,
                                      speech_dim=SPEECH_DIM if self.speech else 0,
                                      speech_stages=self.speech_stages,
                                      speech_mouth=2 if self.mouth_labels else 0)  # fmt: skip
-        return NanoVAEConfig(enc_blocks=self.enc_blocks, norm_groups=self.norm_groups,
-                             decoder=decoder)  # fmt: skip
+        return NanoVAEConfig(z_dim=self.z_dim, enc_blocks=self.enc_blocks,
+                             norm_groups=self.norm_groups, decoder=decoder,
+                             latents_mean=(0.0,) * self.z_dim,
+                             latents_std=(1.0,) * self.z_dim)  # fmt: skip
 
 
 def stage_batch(recipe: VaeRecipe, step: int, *, size: int | None = None) -> torch.Tensor:
@@ -317,7 +327,8 @@ def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
 
     Every tensor of ``init`` must fit the new architecture (widths unchanged); tensors it lacks
     belong to added residual blocks, whose second convolution starts at zero so each added block
-    is the identity and the warm-started VAE reconstructs exactly as ``init`` does.
+    is the identity and the warm-started VAE reconstructs exactly as ``init`` does. A wider
+    ``recipe.z_dim`` adds latent channels (`_widen_latents`), which the decoder starts by ignoring.
     """
     from lpm.models.vae import load_vae
 
@@ -325,12 +336,21 @@ def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
     if not isinstance(base, NanoVAE):
         raise ValueError(f"init={recipe.init} is not a nano VAE (config.json {NANO_VAE_CLASS!r})")
     cfg = recipe.nano_config()
-    cfg.latents_mean, cfg.latents_std = base.config.latents_mean, base.config.latents_std
+    added = cfg.z_dim - base.z_dim
+    if added < 0:
+        raise ValueError(f"z_dim={cfg.z_dim} is narrower than init's {base.z_dim} channels")
+    if added and recipe.freeze_encoder:
+        raise ValueError("widening the latents (z_dim > init's) needs the encoder trained")
+    cfg.latents_mean = tuple(base.config.latents_mean) + (0.0,) * added
+    # New channels take the old ones' mean scale, so `latent_noise` hits them alike.
+    scale = float(np.mean(base.config.latents_std))
+    cfg.latents_std = tuple(base.config.latents_std) + (scale,) * added
     if (cfg.enc_dims, cfg.decoder.stage_dims) != (base.config.enc_dims,
                                                    base.config.decoder.stage_dims):  # fmt: skip
         raise ValueError("init has other widths than the recipe's architecture")
     vae = NanoVAE(cfg)
-    missing, unexpected = vae.load_state_dict(base.state_dict(), strict=False)
+    state = _widen_latents(base.state_dict(), vae.state_dict()) if added else base.state_dict()
+    missing, unexpected = vae.load_state_dict(state, strict=False)
     if unexpected:
         raise ValueError(f"init holds weights the recipe's architecture lacks: {unexpected[:4]}")
     with torch.no_grad():
@@ -340,6 +360,23 @@ def warm_start_nano_vae(recipe: VaeRecipe) -> NanoVAE:
             elif "norm" in name:
                 raise ValueError("a warm start cannot add normalisation (norm_groups must match)")
     return vae
+
+
+def _widen_latents(base: dict, target: dict) -> dict:
+    """``base``'s NanoVAE weights fitted into ``target``'s wider latents.
+
+    The encoder's output convolution keeps its channels and gains new ones (``target``'s random
+    initialisation, scaled down so the new latents start small); the decoder's first convolution
+    reads the new channels with zero weights, so the decoding is unchanged until training.
+    """
+    out = dict(base)
+    enc_w, enc_b = "encoder.conv_out.weight", "encoder.conv_out.bias"
+    dec_w = "decoder.time_conv.weight"
+    old = base[enc_w].shape[0]
+    out[enc_w] = torch.cat([base[enc_w], 0.1 * target[enc_w][old:]], dim=0)
+    out[enc_b] = torch.cat([base[enc_b], torch.zeros_like(target[enc_b][old:])], dim=0)
+    out[dec_w] = torch.cat([base[dec_w], torch.zeros_like(target[dec_w][:, old:])], dim=1)
+    return out
 
 
 def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> NanoVAE:

@@ -486,3 +486,25 @@ def test_bf16_model_streams():
     cache = model.new_cache()
     out = stream(model, cache, x.to(torch.bfloat16), t, cond, refs)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
+
+
+def test_widened_latent_channels_start_as_the_old_model_and_predict_zero_on_the_new_ones():
+    from lpm.train.trainer import widen_latent_channels
+
+    torch.manual_seed(5)
+    old_cfg = tiny_cfg()
+    new_cfg = tiny_cfg(in_channels=C + 4, out_channels=C + 4)
+    old = make_model(old_cfg)
+    wide = LPMTransformer(new_cfg).eval()
+    wide.load_state_dict(widen_latent_channels(old.state_dict(), old_cfg, new_cfg))
+    x, t, cond, refs = inputs(old_cfg, 1)
+    extra = torch.randn(B, 4, *x.shape[2:])
+    refs_wide = References(torch.cat([refs.latents, torch.randn(B, 4, *refs.latents.shape[2:])], 1),
+                           refs.kinds)  # fmt: skip
+    with torch.no_grad():
+        want = old(x, t, references=refs, **cond)
+        got = wide(torch.cat([x, extra], 1), t, references=refs_wide, **cond)
+    torch.testing.assert_close(got[:, :C], want)  # the new inputs are not read yet
+    assert torch.equal(got[:, C:], torch.zeros_like(got[:, C:]))  # nor predicted
+    with pytest.raises(ValueError, match="same number of input and output"):
+        widen_latent_channels(old.state_dict(), old_cfg, tiny_cfg(in_channels=C + 4))

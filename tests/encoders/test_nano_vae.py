@@ -134,6 +134,34 @@ def test_warm_start_adds_identity_blocks_and_a_frozen_encoder_keeps_the_latents(
         warm_start_nano_vae(VaeRecipe(init=str(tmp_path / "base"), norm_groups=8))
 
 
+def test_widened_latents_start_from_the_old_reconstructions_and_then_carry_information(tmp_path):
+    from lpm.train.vae import train_nano_vae, warm_start_nano_vae
+
+    torch.manual_seed(6)
+    base = NanoVAE().with_statistics([0.1] * 16, [0.5] * 16).eval()
+    base.save(tmp_path / "base")
+    recipe = VaeRecipe(size=32, frames=5, batch_size=1, vae_steps=3, init=str(tmp_path / "base"),
+                       z_dim=20, lr=1e-2)  # fmt: skip
+    wide = warm_start_nano_vae(recipe).eval()
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
+    with torch.no_grad():
+        z = wide.encode(video)
+        assert z.shape[1] == 20
+        torch.testing.assert_close(z[:, :16], base.encode(video))  # old channels as they were
+        assert z[:, 16:].abs().max() > 0  # the new ones already say something
+        torch.testing.assert_close(wide.decode(z), base.decode(base.encode(video)))  # unread
+    assert wide.config.latents_std[16:] == (0.5,) * 4  # the old channels' scale
+    tuned = train_nano_vae(recipe)
+    with torch.no_grad():  # after training the decoder reads the new channels
+        z = tuned.encode(video)
+        unread = torch.cat([z[:, :16], torch.zeros_like(z[:, 16:])], 1)
+        assert not torch.allclose(tuned.decode(z), tuned.decode(unread))
+    with pytest.raises(ValueError, match="narrower"):
+        warm_start_nano_vae(VaeRecipe(init=str(tmp_path / "base"), z_dim=8))
+    with pytest.raises(ValueError, match="needs the encoder trained"):
+        warm_start_nano_vae(VaeRecipe(init=str(tmp_path / "base"), z_dim=20, freeze_encoder=True))
+
+
 def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
     from lpm.train.vae import _stage_clips, train_nano_vae
 

@@ -338,6 +338,13 @@ def test_init_starts_from_the_weights_of_a_run_and_rejects_other_models(tmp_path
     with pytest.raises(ValueError, match="do not fit"):
         Trainer(tiny("steps=2", f"init={source}", "model.dim=48", "model.num_heads=3"),
                 tmp_path / "wide", dist_info=SINGLE, progress=False)  # fmt: skip
+    # latent channels added (a widened VAE): the old weights load into the wider embedding/head
+    wide = Trainer(tiny("steps=2", f"init={source}", "model.in_channels=20",
+                        "model.out_channels=20"), tmp_path / "wide20", dist_info=SINGLE,
+                   progress=False)  # fmt: skip
+    embed = wide.model.state_dict()["patch_embed.weight"]
+    assert torch.equal(embed[:, :16], start["patch_embed.weight"]) and not embed[:, 16:].any()
+    wide.fit()
     # ordered speak tokens added to a trained model: the new module starts fresh, the rest loads
     ordered = Trainer(tiny("steps=2", f"init={source}", "model.speak_tokens_per_latent=2"),
                       tmp_path / "ordered", dist_info=SINGLE, progress=False)  # fmt: skip
