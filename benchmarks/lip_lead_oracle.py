@@ -1,8 +1,10 @@
 """How much of the held-out lip-sync gap is the hidden lip lead: the same model, told the lead.
 
-A Stage character's mouth leads its speech by 0, 1 or 2 frames, drawn with the character and
-shown by nothing a model is given (`benchmarks/lip_sync_bound.py`). A model trained on many
-characters learns one average lead. This diagnostic generates every held-out case with the
+Until 2026-12-04 a Stage character's mouth led its speech by 0, 1 or 2 frames, drawn with the
+character and shown by nothing a model is given (`benchmarks/lip_sync_bound.py`); today every
+character leads by `LIP_LEAD_FRAMES` (docs/stage.md, "Lip lead"), so this diagnoses models
+trained on the old world and worlds given another lead. A model trained on many characters
+learns one average lead. This diagnostic generates every held-out case with the
 character's own speech moved by ``lead - assumed`` frames (earlier when the character leads
 more than the model does), so a model whose own lead is ``assumed`` draws the mouth at the
 character's lead, and scores the videos with the same probes as `benchmarks/nano_quality.py`.

@@ -3,20 +3,23 @@
 The held-out lip-sync score (`truth_mouth_corr`) is the correlation, while the character speaks,
 of the probe's mouth reading with the labelled mouth curve. In the Stage world that curve is
 the speech envelope's opening (`lpm.data.stage.performance.speech_opening`), times a small
-random articulation gain, moved earlier by a per-character lip lead of 0-2 frames that nothing
-a model is given reveals. This script scores mouth curves read from the speech alone against
-the labels, with the same mask and correlation:
+random articulation gain, moved earlier by the character's lip lead. Since 2026-12-04 every
+character leads by one frame (`lpm.data.stage.character.LIP_LEAD_FRAMES`); before, each drew
+0-2 frames that nothing a model is given reveals (docs/stage.md, "Lip lead"). This script
+scores mouth curves read from the speech alone against the labels, with the same mask and
+correlation:
 
 - ``ground truth``: the probe reading the ground-truth video (the denominator of the target);
 - ``envelope, lead known``: the envelope's opening moved by the character's own lead;
 - ``envelope, lead unknown``: the mean of the opening moved by 0, 1 and 2 frames (the best
-  guess when the lead is unknown);
+  guess when the lead is unknown, as it was in the world before 2026-12-04);
 - ``envelope, lead 1``: the opening moved by one frame;
 - ``decoder's speech head``: the mouth the shipped VAE decoder's speech head hears, if it has one.
 
 A curve is not a video: a generated video's mouth is read by the probe, which loses a little
 more (the ground truth scores below 1 for that reason), so ``lead unknown`` / ``ground truth``
-bounds the lip-sync ratio any model without the lead can reach from above.
+bounds the lip-sync ratio any model without the lead can reach from above, and ``lead known``
+/ ``ground truth`` the ratio of one that knows it (today's world).
 
     python benchmarks/lip_sync_bound.py [--out runs/heldout] [--model BUNDLE] [--limit N]
 
@@ -33,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 LEADS = (0, 1, 2)
-"""Lip leads (frames) a Stage character may have (`lpm.data.stage.character`)."""
+"""Lip leads (frames) a Stage character could draw before 2026-12-04 (`lpm.data.stage`)."""
 SPEAKING_SUBSETS = ("speaking", "conversation", "diverse-motion")
 """The subsets whose lip-sync `benchmarks/nano_quality.py` averages."""
 

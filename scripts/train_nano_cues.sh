@@ -2,8 +2,9 @@
 # Teach lpm-nano's DiT to follow timed cues (docs/training.md, "Cues in the package form"),
 # continuing the runs of scripts/train_nano.sh: 14,400 steps in eight runs from its nano-m40 DiT
 # on the nano-m40 cache, then 3,200 on that cache with every clip also mirrored left to right
-# (~3.5 h on 2 CPU cores), and a bundle with its decoder: the shipped lpm-nano (then
-# scripts/train_nano_online.sh RUNS BUNDLE distils its lpm-nano-online).
+# (~3.5 h on 2 CPU cores), one more decoder run (45 min beside other jobs), and a bundle with
+# that decoder: the shipped lpm-nano (then scripts/train_nano_online.sh RUNS BUNDLE distils its
+# lpm-nano-online; the decoder run changes no latent, so the students need not follow it).
 # Each latent frame reads the cue in force ("The character nods.") through the cue path, whose
 # learning rate is 10x and whose frames weigh 4x. Every run resumes after a kill.
 #   bash scripts/train_nano_cues.sh [RUNS_DIR] [BUNDLE_OUT]
@@ -46,6 +47,14 @@ cue_run nano-cue9 nano-cue8 200 600 400 400 "${mirrored[@]}"
 cue_run nano-cue10 nano-cue9 200 600 400 400 "${mirrored[@]}"
 # Cue guidance 4 on the cued frames and at noise levels >= 0.7 follows the most actions with
 # the listening mouth shut (docs/training.md, "Cue guidance where the cue is").
-lpm model pack --vae "$runs/nano-vae-sp7" --checkpoint "$runs/nano-cue10" \
+# 500 more decoder steps in the Stage world where every character's lip lead is one frame
+# (docs/training.md, "One lip lead for every character"; the clips render on the fly).
+[ -f "$runs/nano-vae-sp8/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-sp8" \
+  --set "init=$runs/nano-vae-sp7/vae" --set freeze_encoder=true --set decoder_blocks=1 \
+  --set temporal_weight=1.0 --set motion_weight=3.0 --set speech=true --set lr_schedule=cosine \
+  --set frames=13 --set vae_steps=500 --set lr=3e-4 --set mouth_weight=60 --set mouth_labels=5 \
+  --set speech_stages=3 --set latent_noise=0.2 --set latent_blur=0.5 --set latent_shift=0.3 \
+  --set mouth_swap=1.0 --set seed=41
+lpm model pack --vae "$runs/nano-vae-sp8" --checkpoint "$runs/nano-cue10" \
   --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 4 --cue-min-sigma 0.7 \
   --out "$bundle" --overwrite

@@ -36,6 +36,10 @@ BACKGROUND_PATTERNS = ("plain", "gradient", "stripes", "dots", "window", "checke
 GLASSES = ("none", "round", "square")
 HATS = ("none", "cap", "beanie", "headband", "bow")
 FACIAL_HAIR = ("none", "mustache", "beard", "goatee")
+LIP_LEAD_FRAMES = 1
+"""Frames by which every character's mouth leads its speech. One lead for all, as in footage
+whose audio and video the data pipeline has put in sync: a per-character lead that no input
+shows cannot be learnt (docs/stage.md, "Lip lead")."""
 
 _SKIN_TONES: tuple[RGB, ...] = (
     (255, 224, 196),
@@ -140,7 +144,7 @@ class Character:
     # behaviour
     voice: Voice
     lip_lead_frames: int
-    """Frames by which the mouth leads the audio (negative: lags)."""
+    """Frames by which the mouth leads the audio: `LIP_LEAD_FRAMES` for every character."""
     expressiveness: float
     """Scale of prosody-driven head and brow motion (0.5 calm .. 1.5 lively)."""
     blink_rate_hz: float
@@ -157,6 +161,13 @@ class Character:
 def _jitter(rng: np.random.Generator, colour: RGB, amount: int) -> RGB:
     values = np.asarray(colour) + rng.integers(-amount, amount + 1, size=3)
     return tuple(int(v) for v in np.clip(values, 0, 255))  # type: ignore[return-value]
+
+
+def _lip_lead(rng: np.random.Generator) -> int:
+    """`LIP_LEAD_FRAMES`. Worlds before 2026-12-04 drew 0-2 frames here; the draw is kept so
+    every other trait of a seed's character stays as it was."""
+    rng.integers(0, 3)
+    return LIP_LEAD_FRAMES
 
 
 def _pick(rng: np.random.Generator, options: tuple, weights: tuple[float, ...] | None = None):
@@ -234,7 +245,7 @@ def make_character(identity_seed: int) -> Character:
         background_2=_random_colour(rng, 60, 240),
         background_pattern=_pick(rng, BACKGROUND_PATTERNS),
         voice=_make_voice(rng),
-        lip_lead_frames=int(rng.integers(0, 3)),
+        lip_lead_frames=_lip_lead(rng),
         expressiveness=float(rng.uniform(0.6, 1.4)),
         blink_rate_hz=float(rng.uniform(0.2, 0.45)),
         nod_tendency=float(rng.uniform(0.35, 0.85)),

@@ -1,7 +1,7 @@
 """Per-frame performance: audio, script and temperament -> one `FrameState` per video frame.
 
 Speaking: the mouth follows the performer's own speech (RMS envelope for opening, spectral
-centroid for rounding) with a per-character lead of 0-2 frames; head pitch and eyebrows follow
+centroid for rounding), leading it by `LIP_LEAD_FRAMES`; head pitch and eyebrows follow
 prosody (envelope accents and F0). Listening: the mouth is still; the performer nods after the
 partner's sentence ends, smiles or looks surprised after the partner's prosodic peaks (delayed by
 0.3-0.9 s, not every time), shifts gaze and sways. Idle: breathing, blinks, sway. Expression
