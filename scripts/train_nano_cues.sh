@@ -2,9 +2,10 @@
 # Teach lpm-nano's DiT to follow timed cues (docs/training.md, "Cues in the package form"),
 # continuing the runs of scripts/train_nano.sh: 14,400 steps in eight runs from its nano-m40 DiT
 # on the nano-m40 cache, then 3,200 on that cache with every clip also mirrored left to right
-# (~3.5 h on 2 CPU cores), one more decoder run (45 min beside other jobs), and a bundle with
-# that decoder: the shipped lpm-nano (then scripts/train_nano_online.sh RUNS BUNDLE distils its
-# lpm-nano-online; the decoder run changes no latent, so the students need not follow it).
+# (~3.5 h on 2 CPU cores), three more decoder runs (45 min beside other jobs, then 14,000 steps
+# best run on a GPU), and a bundle with the last decoder: the shipped lpm-nano (then
+# scripts/train_nano_online.sh RUNS BUNDLE distils its lpm-nano-online; the decoder runs change
+# no latent, so the students need not follow them).
 # Each latent frame reads the cue in force ("The character nods.") through the cue path, whose
 # learning rate is 10x and whose frames weigh 4x. Every run resumes after a kill.
 #   bash scripts/train_nano_cues.sh [RUNS_DIR] [BUNDLE_OUT]
@@ -55,6 +56,24 @@ cue_run nano-cue10 nano-cue9 200 600 400 400 "${mirrored[@]}"
   --set frames=13 --set vae_steps=500 --set lr=3e-4 --set mouth_weight=60 --set mouth_labels=5 \
   --set speech_stages=3 --set latent_noise=0.2 --set latent_blur=0.5 --set latent_shift=0.3 \
   --set mouth_swap=1.0 --set seed=41
-lpm model pack --vae "$runs/nano-vae-sp8" --checkpoint "$runs/nano-cue10" \
+# Then 6,000 and 8,000 more steps of the same recipe (docs/training.md, "Decoder runs on a GPU"):
+# on a GPU with 15 processes rendering the clips (4 and 7.5 min on one H200); on CPU alone the
+# two runs take about 20 hours.
+if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  gpu=(--set device=cuda --set workers="$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))")
+else
+  gpu=()
+fi
+decoder_run() {  # run name, init run, steps, seed
+  [ -f "$runs/$1/vae/config.json" ] || lpm train-vae --out "$runs/$1" \
+    --set "init=$runs/$2/vae" --set freeze_encoder=true --set decoder_blocks=1 \
+    --set temporal_weight=1.0 --set motion_weight=3.0 --set speech=true --set lr_schedule=cosine \
+    --set frames=13 --set "vae_steps=$3" --set lr=3e-4 --set mouth_weight=60 --set mouth_labels=5 \
+    --set speech_stages=3 --set latent_noise=0.2 --set latent_blur=0.5 --set latent_shift=0.3 \
+    --set mouth_swap=1.0 --set "seed=$4" "${gpu[@]}"
+}
+decoder_run nano-vae-sp9 nano-vae-sp8 6000 42
+decoder_run nano-vae-sp10 nano-vae-sp9 8000 43
+lpm model pack --vae "$runs/nano-vae-sp10" --checkpoint "$runs/nano-cue10" \
   --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 4 --cue-min-sigma 0.7 \
   --out "$bundle" --overwrite

@@ -140,6 +140,12 @@ class VaeRecipe:
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
     """Clips used to measure the latent statistics."""
+    device: str = "cpu"
+    """Where a ``nano`` VAE trains (``cpu``, ``cuda``, ``cuda:1``); the clips render on the CPU."""
+    workers: int = 0
+    """Processes that render a ``nano`` VAE's training clips ahead of the steps (0: the
+    training process renders each step's clips itself). A clip is a function of (seed, step),
+    so the run is the same with any number of workers."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -177,6 +183,12 @@ class VaeRecipe:
             raise ValueError(f"lr_schedule={self.lr_schedule!r} must be 'constant' or 'cosine'")
         if self.z_dim < 1:
             raise ValueError(f"z_dim={self.z_dim} must be >= 1")
+        if self.workers < 0:
+            raise ValueError(f"workers={self.workers} must be >= 0")
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device={self.device!r} is not a torch device (cpu, cuda)") from None
         if self.freeze_encoder and not self.init:
             raise ValueError("freeze_encoder needs init=DIR: a random encoder would stay random")
         if self.init and self.kind != "nano":
@@ -268,6 +280,38 @@ def _stage_clips(
         speech=torch.stack(speech) if speech else None,
         labels=torch.stack(labels).float(),
         source=as_video(sources),
+    )
+
+
+class _StageSteps(torch.utils.data.Dataset):
+    """Step ``i``'s batch of `_stage_clips`, for a `DataLoader` that renders steps ahead."""
+
+    def __init__(self, recipe: VaeRecipe, mouths: bool) -> None:
+        self.recipe, self.mouths = recipe, mouths
+
+    def __len__(self) -> int:
+        return self.recipe.vae_steps
+
+    def __getitem__(self, step: int) -> StageClips:
+        return _stage_clips(self.recipe, step, mouths=self.mouths)
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)
+
+
+def _stage_steps(recipe: VaeRecipe, mouths: bool):
+    """Every step's `StageClips` in order, rendered by ``recipe.workers`` processes (or here)."""
+    steps = _StageSteps(recipe, mouths)
+    if recipe.workers == 0:
+        return (steps[i] for i in range(len(steps)))
+    return torch.utils.data.DataLoader(  # its own generator: the run's random draws stay the same
+        steps,
+        batch_size=None,
+        num_workers=recipe.workers,
+        prefetch_factor=4,
+        worker_init_fn=_one_thread,
+        generator=torch.Generator(),
     )
 
 
@@ -385,7 +429,12 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
     from lpm.train.conditioning import motion_weights
 
     torch.manual_seed(recipe.seed)
+    device = torch.device(recipe.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={recipe.device!r}, but this machine has no CUDA GPU: use cpu")
+    batches = _stage_steps(recipe, mouths=recipe.mouth_weight > 0)  # workers fork before CUDA
     vae = (warm_start_nano_vae(recipe) if recipe.init else NanoVAE(recipe.nano_config())).train()
+    vae = vae.to(device)
     if recipe.freeze_encoder:
         vae.encoder.requires_grad_(False).eval()
     params = [p for p in vae.parameters() if p.requires_grad]
@@ -400,9 +449,9 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     speech_context = vae.decoder.speech_context if recipe.speech else (0, 0)
-    for step in range(recipe.vae_steps):
-        video, mouth, speech, labels, source = _stage_clips(
-            recipe, step, mouths=recipe.mouth_weight > 0
+    for step, clips in enumerate(batches):
+        video, mouth, speech, labels, source = (
+            None if t is None else t.to(device, non_blocking=True) for t in clips
         )
         if recipe.freeze_encoder:
             with torch.no_grad():
@@ -447,7 +496,7 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
                 inside = (recon - video).abs().detach() * mouth
                 metrics["mouth_l1"] = (inside.sum() / (3 * mouth.sum()).clamp(min=1)).item()
             progress(step + 1, recipe.vae_steps, metrics)
-    return vae.eval()
+    return vae.cpu().eval()
 
 
 def train_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> WanVAE:

@@ -357,3 +357,27 @@ def test_mouth_swap_encodes_the_clip_with_its_mouth_at_another_time_and_nothing_
     assert not (differ & (near == 0)).any()
     with pytest.raises(ValueError, match="mouth_swap"):
         VaeRecipe(mouth_swap=0.5)
+
+
+def test_clips_rendered_by_workers_train_the_same_decoder_as_clips_rendered_in_the_loop(tmp_path):
+    from lpm.train.vae import train_nano_vae
+
+    NanoVAE().save(tmp_path / "init")
+    recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=3, init=str(tmp_path / "init"),
+                       freeze_encoder=True, speech=True, mouth_weight=10.0, mouth_labels=1.0,
+                       mouth_swap=0.5, latent_noise=0.1, seed=3)  # fmt: skip
+    torch.manual_seed(0)
+    here = train_nano_vae(recipe)
+    torch.manual_seed(0)
+    ahead = train_nano_vae(dataclasses.replace(recipe, workers=2))
+    theirs = ahead.state_dict()
+    for name, mine in here.state_dict().items():
+        torch.testing.assert_close(mine, theirs[name], msg=name)
+    assert next(ahead.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="workers"):
+        VaeRecipe(workers=-1)
+    with pytest.raises(ValueError, match="not a torch device"):
+        VaeRecipe(device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            train_nano_vae(dataclasses.replace(recipe, device="cuda"))
