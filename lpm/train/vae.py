@@ -108,6 +108,11 @@ class VaeRecipe:
     `lpm.data.stage.render.mouth_region`): the region is ~5% of a 64-px frame, so with the
     plain L1 the latent and decoder spend almost nothing on it. Open or shut, every frame's
     mouth counts (1 + ``mouth_weight``) times as much."""
+    eye_weight: float = 0.0
+    """Extra L1 weight inside each frame's eyes (``nano``; the pixels that differ between the
+    frame's pose with the eyes open and shut, `lpm.data.stage.render.eye_region`). The eyes are
+    ~3% of a 64-px frame and, on a dark face, close to its colour, so a plain L1 lets them fade;
+    without them a turned or shaking head reads as a still one."""
     speech: bool = False
     """Give a ``nano`` decoder the speech path (`LightDecoderConfig.speech_dim`: the log-mel
     frames of the performer's own speech) and train on clips with espeak speech, as the
@@ -172,6 +177,8 @@ class VaeRecipe:
             raise ValueError(f"latent_blur={self.latent_blur} must be in [0, 1]")
         if self.mouth_weight < 0:
             raise ValueError(f"mouth_weight={self.mouth_weight} must be >= 0")
+        if self.eye_weight < 0:
+            raise ValueError(f"eye_weight={self.eye_weight} must be >= 0")
         if self.mouth_labels < 0 or (self.mouth_labels and not self.speech):
             raise ValueError(f"mouth_labels={self.mouth_labels} must be >= 0 and needs speech=true")
         if not 0 <= self.mouth_swap <= 1 or (self.mouth_swap and not self.freeze_encoder):
@@ -230,14 +237,21 @@ class StageClips(NamedTuple):
     source: torch.Tensor
     """The video to encode (B, 3, T, S, S): ``video``, except in the clips drawn for
     ``recipe.mouth_swap``, whose mouths are the clip's own mouth 2-8 frames early or late."""
+    eyes: torch.Tensor | None = None
+    """Each frame's eye region (B, 1, T, S, S), when asked for."""
 
 
 def _stage_clips(
-    recipe: VaeRecipe, step: int, *, size: int | None = None, mouths: bool = False
+    recipe: VaeRecipe,
+    step: int,
+    *,
+    size: int | None = None,
+    mouths: bool = False,
+    eyes: bool = False,
 ) -> StageClips:
     """`stage_batch`'s clips with what the decoder's losses need (`StageClips`)."""
     from lpm.data.stage.clip import clip_spec_for, render_clip
-    from lpm.data.stage.render import mouth_region, render_frame
+    from lpm.data.stage.render import eye_region, mouth_region, render_frame
 
     size = size or recipe.size
     dec = recipe.nano_config().decoder
@@ -247,7 +261,7 @@ def _stage_clips(
     backend = "espeak" if recipe.speech else "formant"
     mel = _log_mel() if recipe.speech else None
     rng = np.random.default_rng(np.random.SeedSequence([recipe.seed, step, 0x5A9]))
-    clips, regions, speech, labels, sources = [], [], [], [], []
+    clips, regions, eye_regions, speech, labels, sources = [], [], [], [], [], []
     for b in range(recipe.batch_size):
         spec = clip_spec_for(recipe.seed * 1_000_003 + step, b, seconds=total / 24 + 0.05,
                              size=size, backend=backend)  # fmt: skip
@@ -265,10 +279,13 @@ def _stage_clips(
             frames = np.stack([render_frame(clip.performer, moved.frame_state(i), size)
                                for i in range(at.start, at.stop)])  # fmt: skip
         sources.append(torch.from_numpy(np.ascontiguousarray(frames)))
+        states = [clip.performance.frame_state(clip.clip_start_frame + i) for i in window]
         if mouths:
-            states = (clip.performance.frame_state(clip.clip_start_frame + i) for i in window)
             regions.append(torch.from_numpy(
                 np.stack([mouth_region(clip.performer, s, size) for s in states])))  # fmt: skip
+        if eyes:
+            eye_regions.append(torch.from_numpy(
+                np.stack([eye_region(clip.performer, s, size) for s in states])))  # fmt: skip
         if mel is not None:
             wave = torch.from_numpy(np.asarray(clip.speak_audio, np.float32))[None]
             with torch.no_grad():
@@ -280,29 +297,31 @@ def _stage_clips(
         speech=torch.stack(speech) if speech else None,
         labels=torch.stack(labels).float(),
         source=as_video(sources),
+        eyes=torch.stack(eye_regions)[:, None].float() if eyes else None,
     )
 
 
 class _StageSteps(torch.utils.data.Dataset):
     """Step ``i``'s batch of `_stage_clips`, for a `DataLoader` that renders steps ahead."""
 
-    def __init__(self, recipe: VaeRecipe, mouths: bool) -> None:
-        self.recipe, self.mouths = recipe, mouths
+    def __init__(self, recipe: VaeRecipe) -> None:
+        self.recipe = recipe
 
     def __len__(self) -> int:
         return self.recipe.vae_steps
 
     def __getitem__(self, step: int) -> StageClips:
-        return _stage_clips(self.recipe, step, mouths=self.mouths)
+        r = self.recipe
+        return _stage_clips(r, step, mouths=r.mouth_weight > 0, eyes=r.eye_weight > 0)
 
 
 def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)
 
 
-def _stage_steps(recipe: VaeRecipe, mouths: bool):
+def _stage_steps(recipe: VaeRecipe):
     """Every step's `StageClips` in order, rendered by ``recipe.workers`` processes (or here)."""
-    steps = _StageSteps(recipe, mouths)
+    steps = _StageSteps(recipe)
     if recipe.workers == 0:
         return (steps[i] for i in range(len(steps)))
     return torch.utils.data.DataLoader(  # its own generator: the run's random draws stay the same
@@ -432,7 +451,7 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
     device = torch.device(recipe.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={recipe.device!r}, but this machine has no CUDA GPU: use cpu")
-    batches = _stage_steps(recipe, mouths=recipe.mouth_weight > 0)  # workers fork before CUDA
+    batches = _stage_steps(recipe)  # workers fork before CUDA
     vae = (warm_start_nano_vae(recipe) if recipe.init else NanoVAE(recipe.nano_config())).train()
     vae = vae.to(device)
     if recipe.freeze_encoder:
@@ -450,7 +469,7 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     speech_context = vae.decoder.speech_context if recipe.speech else (0, 0)
     for step, clips in enumerate(batches):
-        video, mouth, speech, labels, source = (
+        video, mouth, speech, labels, source, eyes = (
             None if t is None else t.to(device, non_blocking=True) for t in clips
         )
         if recipe.freeze_encoder:
@@ -470,6 +489,8 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
             err = err * motion_weights(video, recipe.motion_weight)
         if mouth is not None:
             err = err * (1.0 + recipe.mouth_weight * mouth)
+        if eyes is not None:
+            err = err * (1.0 + recipe.eye_weight * eyes)
         l1 = err.mean()
         grad = _image_grad_l1(recon, video)
         temporal = _temporal_l1(recon, video)
@@ -495,6 +516,9 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
             if mouth is not None:  # plain L1 inside the mouth regions
                 inside = (recon - video).abs().detach() * mouth
                 metrics["mouth_l1"] = (inside.sum() / (3 * mouth.sum()).clamp(min=1)).item()
+            if eyes is not None:  # plain L1 inside the eyes
+                inside = (recon - video).abs().detach() * eyes
+                metrics["eye_l1"] = (inside.sum() / (3 * eyes.sum()).clamp(min=1)).item()
             progress(step + 1, recipe.vae_steps, metrics)
     return vae.cpu().eval()
 

@@ -179,6 +179,23 @@ def test_mouth_weight_counts_the_mouth_region_more(tmp_path):
     assert seen[0]["l1"] > plain[0]["l1"] and "mouth_l1" not in plain[0]
 
 
+def test_eye_weight_counts_the_eyes_more(tmp_path):
+    from lpm.train.vae import _stage_clips, train_nano_vae
+
+    recipe = VaeRecipe(size=32, frames=5, batch_size=2, vae_steps=2, eye_weight=20.0)
+    clips = _stage_clips(recipe, 0, eyes=True)
+    assert clips.eyes.shape == (2, 1, 5, 32, 32) and 0 < clips.eyes.mean() < 0.1
+    assert clips.mouth is None and torch.equal(clips.video, _stage_clips(recipe, 0).video)
+    seen, plain = [], []
+    train_nano_vae(recipe, progress=lambda i, n, m: seen.append(m))
+    train_nano_vae(dataclasses.replace(recipe, eye_weight=0.0),
+                   progress=lambda i, n, m: plain.append(m))  # fmt: skip
+    assert all(m["eye_l1"] > 0 for m in seen) and "eye_l1" not in plain[0]
+    assert seen[0]["l1"] > plain[0]["l1"]  # same first step: only the weights differ
+    with pytest.raises(ValueError, match="eye_weight"):
+        VaeRecipe(eye_weight=-1.0)
+
+
 def _speech_vae(seed: int) -> NanoVAE:
     """A nano VAE with a speech path whose modulation is not zero (as after training)."""
     from lpm.models.vae.light_decoder import LightDecoderConfig

@@ -9,6 +9,7 @@ from lpm.data.stage.character import make_character
 from lpm.data.stage.render import (
     FrameState,
     contact_sheet,
+    eye_region,
     head_layout,
     mouth_region,
     render_frame,
@@ -100,3 +101,21 @@ def test_mouth_region_covers_every_mouth_of_the_pose_and_little_else(seed):
         ys, _ = np.nonzero(region)
         (cy, _), head = head_layout(64)
         assert ys.mean() > cy  # below the head's centre: a mouth, not the eyes
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_eye_region_covers_the_eyes_above_the_mouth_and_follows_the_head(seed):
+    ch = make_character(seed)
+    front = eye_region(ch, FrameState(), 64)
+    assert front.shape == (64, 64) and 10 < front.sum() < 64 * 64 * 0.08
+    # the same region whether the frame's eyes are open or half shut
+    assert np.array_equal(front, eye_region(ch, FrameState(blink=0.5), 64))
+    # every pixel a blink changes is in it
+    closed = render_frame(ch, FrameState(blink=1.0), 64)
+    assert not ((np.abs(closed.astype(int) - render_frame(ch, FrameState(), 64)).max(-1) > 8)
+                & ~front).any()  # fmt: skip
+    eyes_y = np.nonzero(front)[0].mean()
+    assert eyes_y < np.nonzero(mouth_region(ch, FrameState(), 64))[0].mean()
+    # a turned head moves the eyes sideways
+    turned = eye_region(ch, FrameState(yaw=30.0), 64)
+    assert abs(np.nonzero(turned)[1].mean() - np.nonzero(front)[1].mean()) >= 1.5

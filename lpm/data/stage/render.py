@@ -339,6 +339,24 @@ def mouth_region(
     for rnd in (0.0, 1.0):
         wide = render_frame(character, replace(state, mouth_open=1.0, mouth_round=rnd), size)
         region |= np.abs(wide.astype(np.int16) - shut).max(axis=-1) > threshold
+    return _grow(region, dilate)
+
+
+def eye_region(
+    character: Character, state: FrameState, size: int, *, threshold: int = 8, dilate: int = 1
+) -> np.ndarray:
+    """Where the eyes are in this frame: (size, size) bool.
+
+    The frame's pose is rendered with the eyes open and shut (`FrameState.blink`); the pixels
+    that differ are the eyes, whose place in the face is what tells a turned or shaking head.
+    ``dilate`` grows the region by that many pixels.
+    """
+    shut = render_frame(character, replace(state, blink=1.0), size)
+    open_ = render_frame(character, replace(state, blink=0.0), size)
+    return _grow(np.abs(open_.astype(np.int16) - shut).max(axis=-1) > threshold, dilate)
+
+
+def _grow(region: np.ndarray, dilate: int) -> np.ndarray:
     for _ in range(dilate):
         grown = region.copy()
         grown[1:] |= region[:-1]
