@@ -75,5 +75,5 @@ decoder_run() {  # run name, init run, steps, seed
 decoder_run nano-vae-sp9 nano-vae-sp8 6000 42
 decoder_run nano-vae-sp10 nano-vae-sp9 8000 43
 lpm model pack --vae "$runs/nano-vae-sp10" --checkpoint "$runs/nano-cue10" \
-  --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 4 --cue-min-sigma 0.7 \
+  --encoders "$runs/nano-encoders" --text-scale 2 --audio-scale 3 --cue-scale 5 --cue-min-sigma 0.7 \
   --out "$bundle" --overwrite

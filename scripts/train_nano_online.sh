@@ -15,12 +15,15 @@ runs="${1:-runs}"
 base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
 cache="${4:-$runs/nano-cache-m40}"
-# the teacher guides its timed cues at the base bundle's sampling.cue_scale on the cued frames,
-# at every noise level (students of a teacher limited to sigma >= 0.7, as Base samples, follow
-# fewer cues: docs/distill.md)
+# the teacher guides its timed cues at TEACHER_CUE_SCALE (default 4, as the shipped students
+# were distilled; Base itself samples at 5 since docs/training.md "Cue guidance 5") on the cued
+# frames, at every noise level (students of a teacher limited to sigma >= 0.7, as Base samples,
+# follow fewer cues: docs/distill.md); a base bundle without cue guidance is distilled without
 sampling() { python -c 'import json, sys
 print(json.load(open(sys.argv[1]))["sampling"].get(sys.argv[2], 0.0))' "$base/bundle.json" "$1"; }
-cue=(--set "cue_scale=$(sampling cue_scale)" --set "cue_min_sigma=0")
+teacher_cue=0.0
+[ "$(sampling cue_scale)" != "0.0" ] && teacher_cue="${TEACHER_CUE_SCALE:-4.0}"
+cue=(--set "cue_scale=$teacher_cue" --set "cue_min_sigma=0")
 common=(--recipe nano-online --set "teacher=$base" --set "data_path=$cache" "${cue[@]}")
 dmd=(--set lr=1e-5 --set critic_lr=1e-4)
 

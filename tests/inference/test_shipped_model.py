@@ -27,6 +27,22 @@ def test_all_shipped_weights_fit_the_budget():
     assert (spec.height, spec.width) == (64, 64)
 
 
+def test_shipped_sampling_is_what_the_training_script_packs():
+    import re
+    import shlex
+
+    script = (PACKAGE.parent / "scripts" / "train_nano_cues.sh").read_text()
+    pack = script[script.rindex("lpm model pack ") :].replace("\\\n", " ").splitlines()[0]
+    words = shlex.split(pack)
+    flags = {
+        w: words[i + 1] for i, w in enumerate(words) if re.fullmatch(r"--[a-z-]+-(scale|sigma)", w)
+    }
+    sampling = BundleSpec.from_file(shipped_bundle_path() / "bundle.json").sampling
+    assert len(flags) == 4
+    for flag, value in flags.items():
+        assert getattr(sampling, flag[2:].replace("-", "_")) == float(value), flag
+
+
 @pytest.mark.slow
 def test_generate_with_no_arguments_writes_the_demo(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
