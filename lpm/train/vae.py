@@ -606,7 +606,8 @@ def reconstruction_psnr(vae: WanVAE, decoder: LightDecoder | None, recipe: VaeRe
     """PSNR (dB) of VAE and light-decoder reconstructions of fresh clips at ``size`` pixels."""
     out = {"vae_psnr": 0.0} | ({"light_psnr": 0.0} if decoder is not None else {})
     for i in range(clips):
-        video, _, speech, _, _ = _stage_clips(recipe, 20_000_000 + i, size=size)
+        clip = _stage_clips(recipe, 20_000_000 + i, size=size)
+        video, speech = clip.video, clip.speech
         latents = vae.encode(video)
         if speech is not None:  # decode_raw frames, the first latent's 3 extra ones included
             recon = trim_to_vae(vae.decode_raw(vae._denormalize(latents), speech=speech))
