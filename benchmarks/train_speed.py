@@ -8,6 +8,10 @@ streams, first-frame reference) and the ``long`` stage (global reference, someti
 expression references, clean context frames). The last stdout line is one JSON object.
 
     python benchmarks/train_speed.py [--batch-sizes 1 2] [--steps 5] [--warmup 2]
+    python benchmarks/train_speed.py --set model=lpm-1.3b --batch-sizes 1   # on a GPU
+
+``--recipe`` and ``--set KEY=VALUE`` (as `lpm train`) time another recipe or model scale at
+the same clip geometry. On a CUDA machine the trainer runs there, in bf16 autocast.
 """
 
 from __future__ import annotations
@@ -23,19 +27,21 @@ from lpm.parallel import init_distributed
 from lpm.train import Trainer, apply_overrides, get_recipe
 
 
-def measure(batch_size: int, stage: str, steps: int, warmup: int) -> dict:
-    recipe = apply_overrides(
-        get_recipe("nano-base"),
-        [
-            f"batch_size={batch_size}",
-            "data=synthetic",
-            "checkpoint_every=0",
-            "dataset_size=256",
-        ],
-    )
+def measure(
+    batch_size: int,
+    stage: str,
+    steps: int,
+    warmup: int,
+    recipe_name: str = "nano-base",
+    overrides: tuple[str, ...] = (),
+) -> dict:
+    fixed = [f"batch_size={batch_size}", "data=synthetic", "checkpoint_every=0", "dataset_size=256"]
+    recipe = apply_overrides(get_recipe(recipe_name), [*overrides, *fixed])
+    names = [s.name for s in recipe.stages]
+    if stage not in names:
+        raise SystemExit(f"recipe {recipe_name} has no stage {stage!r}; its stages: {names}")
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(recipe, tmp, dist_info=init_distributed(), progress=False)
-        names = [s.name for s in recipe.stages]
         trainer.step = sum(s.steps for s in recipe.stages[: names.index(stage)])
         for _ in range(warmup):
             trainer.train_step()
@@ -44,7 +50,8 @@ def measure(batch_size: int, stage: str, steps: int, warmup: int) -> dict:
             trainer.train_step()
         elapsed = time.perf_counter() - start
     return {
-        "model": recipe.model, "stage": stage, "batch_size": batch_size,
+        "model": recipe.model, "overrides": list(overrides), "stage": stage,
+        "batch_size": batch_size,
         "latents": [16, *recipe.latent_shape], "steps_per_s": steps / elapsed,
         "samples_per_s": steps * batch_size / elapsed, "s_per_step": elapsed / steps,
     }  # fmt: skip
@@ -56,10 +63,18 @@ def main() -> None:
     parser.add_argument("--stages", nargs="+", default=["listen", "long"])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--recipe", default="nano-base", help="training recipe (`lpm train`)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override, as `lpm train --set`")  # fmt: skip
     args = parser.parse_args()
-    rows = [measure(b, s, args.steps, args.warmup) for s in args.stages for b in args.batch_sizes]
+    rows = [
+        measure(b, s, args.steps, args.warmup, args.recipe, tuple(args.overrides))
+        for s in args.stages
+        for b in args.batch_sizes
+    ]
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"lpm-nano training throughput on {device}, torch {torch.__version__}")
+    model = rows[0]["model"] if rows else args.recipe
+    print(f"{model} ({args.recipe}) training throughput on {device}, torch {torch.__version__}")
     print(f"{'stage':<8} {'batch':>5} {'steps/s':>9} {'samples/s':>10} {'s/step':>8}")
     for r in rows:
         print(f"{r['stage']:<8} {r['batch_size']:>5} {r['steps_per_s']:>9.3f} "
