@@ -9,9 +9,12 @@ expression references, clean context frames). The last stdout line is one JSON o
 
     python benchmarks/train_speed.py [--batch-sizes 1 2] [--steps 5] [--warmup 2]
     python benchmarks/train_speed.py --set model=lpm-1.3b --batch-sizes 1   # on a GPU
+    python benchmarks/train_speed.py --recipe base-1.3b --batch-sizes 1 --steps 3 --warmup 1
 
-``--recipe`` and ``--set KEY=VALUE`` (as `lpm train`) time another recipe or model scale at
-the same clip geometry. On a CUDA machine the trainer runs there, in bf16 autocast.
+``--recipe`` and ``--set KEY=VALUE`` (as `lpm train`) time another recipe or model scale;
+``base-1.3b`` and ``base-17b`` train 5-s 480x832 clips (latents (16, 30, 60, 104), 46,800
+tokens) one clip per forward with activation checkpointing. On a CUDA machine the trainer runs
+there, in bf16 autocast, and the peak GPU memory of the timed steps is reported.
 """
 
 from __future__ import annotations
@@ -40,20 +43,31 @@ def measure(
     names = [s.name for s in recipe.stages]
     if stage not in names:
         raise SystemExit(f"recipe {recipe_name} has no stage {stage!r}; its stages: {names}")
+    cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(recipe, tmp, dist_info=init_distributed(), progress=False)
         trainer.step = sum(s.steps for s in recipe.stages[: names.index(stage)])
         for _ in range(warmup):
             trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         start = time.perf_counter()
         for _ in range(steps):
             trainer.train_step()
+        if cuda:
+            torch.cuda.synchronize()
         elapsed = time.perf_counter() - start
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+        del trainer
+    if cuda:
+        torch.cuda.empty_cache()
     return {
         "model": recipe.model, "overrides": list(overrides), "stage": stage,
-        "batch_size": batch_size,
+        "batch_size": batch_size, "micro_batch_size": recipe.micro_batch_size or batch_size,
         "latents": [16, *recipe.latent_shape], "steps_per_s": steps / elapsed,
         "samples_per_s": steps * batch_size / elapsed, "s_per_step": elapsed / steps,
+        "peak_gpu_gib": peak,
     }  # fmt: skip
 
 
@@ -75,10 +89,14 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
     model = rows[0]["model"] if rows else args.recipe
     print(f"{model} ({args.recipe}) training throughput on {device}, torch {torch.__version__}")
-    print(f"{'stage':<8} {'batch':>5} {'steps/s':>9} {'samples/s':>10} {'s/step':>8}")
+    print(f"latents {rows[0]['latents'] if rows else '-'}")
+    print(f"{'stage':<8} {'batch':>5} {'micro':>5} {'steps/s':>9} {'samples/s':>10} "
+          f"{'s/step':>8} {'peak GiB':>8}")  # fmt: skip
     for r in rows:
-        print(f"{r['stage']:<8} {r['batch_size']:>5} {r['steps_per_s']:>9.3f} "
-              f"{r['samples_per_s']:>10.3f} {r['s_per_step']:>8.3f}")  # fmt: skip
+        peak = "-" if r["peak_gpu_gib"] is None else f"{r['peak_gpu_gib']:.1f}"
+        print(f"{r['stage']:<8} {r['batch_size']:>5} {r['micro_batch_size']:>5} "
+              f"{r['steps_per_s']:>9.3f} {r['samples_per_s']:>10.3f} {r['s_per_step']:>8.3f} "
+              f"{peak:>8}")  # fmt: skip
     print(json.dumps({"device": device, "torch": torch.__version__, "rows": rows}))
 
 

@@ -112,6 +112,43 @@ def pack(
     typer.echo(f"wrote {path} ({size_mb:.1f} MB)")
 
 
+@app.command()
+def link(
+    transformer: Path = typer.Option(
+        ..., help="LPM checkpoint (`lpm convert wan` output) or training run (its EMA weights)."
+    ),
+    vae: Path = typer.Option(..., help="Wan2.1 VAE folder (diffusers layout, or a pipeline root)."),
+    text_encoder: Path = typer.Option(..., help="umT5 folder with its tokenizer (or a pipeline)."),
+    audio_encoder: Path = typer.Option(..., help="wav2vec2 folder."),
+    out: Path = typer.Option(..., help="Bundle directory to write (only bundle.json)."),
+    name: str = typer.Option("lpm-1.3b", help="Name recorded in bundle.json."),
+    height: int = typer.Option(480, help="Frame height in pixels."),
+    width: int = typer.Option(832, help="Frame width in pixels."),
+    segment_latents: int = typer.Option(30, help="Latent frames per offline segment."),
+    steps: int = typer.Option(40, help="Default denoising steps."),
+    text_scale: float = typer.Option(5.0, help="Default text guidance scale."),
+    audio_scale: float = typer.Option(4.0, help="Default audio guidance scale."),
+    overwrite: bool = typer.Option(False, help="Replace an existing bundle.json."),
+) -> None:
+    """A real-scale bundle that points at the transformer and encoders where they are.
+
+    Nothing is copied; the widths are checked against each other first (docs/training.md)."""
+    from lpm.inference.bundle import SamplingDefaults
+    from lpm.inference.pack import link_bundle
+
+    try:
+        path = link_bundle(
+            out=out, transformer=transformer, vae=vae, text_encoder=text_encoder,
+            audio_encoder=audio_encoder, name=name, height=height, width=width,
+            segment_latents=segment_latents, overwrite=overwrite,
+            sampling=SamplingDefaults(steps=steps, text_scale=text_scale, audio_scale=audio_scale),
+        )  # fmt: skip
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"wrote {path / 'bundle.json'}")
+
+
 @app.command("swap-decoder")
 def swap_decoder(
     bundle: Path = typer.Option(..., help="Bundle whose VAE decoder to replace."),

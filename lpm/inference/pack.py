@@ -209,3 +209,90 @@ def pack_finetuned(
     bundle.transformer = model
     bundle.spec = dataclasses.replace(bundle.spec, name=name or f"{bundle.spec.name}-dpo")
     return bundle.save(out, overwrite=overwrite, half=half)
+
+
+def _component_config(path: Path, what: str, sub: str = "") -> tuple[Path, dict]:
+    """(folder, config.json) of a component given as its folder or a pipeline root (``sub/``)."""
+    import json
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {path} does not exist")
+    for folder in (path, path / sub) if sub else (path,):
+        if (folder / "config.json").is_file():
+            try:
+                return path, json.loads((folder / "config.json").read_text())
+            except ValueError as err:
+                raise ValueError(f"{folder / 'config.json'} is not JSON: {err}") from None
+    raise FileNotFoundError(f"no config.json in {path}{f' (nor in {sub}/)' if sub else ''}: "
+                            f"not a {what} folder")  # fmt: skip
+
+
+def link_bundle(
+    *,
+    out: str | Path,
+    transformer: str | Path,
+    vae: str | Path,
+    text_encoder: str | Path,
+    audio_encoder: str | Path,
+    name: str,
+    height: int = 480,
+    width: int = 832,
+    sample_rate: int = 16000,
+    segment_latents: int = 30,
+    sampling: SamplingDefaults | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a bundle whose ``bundle.json`` points at components where they already are.
+
+    For the real scales: the converted or trained transformer (a checkpoint, or a run directory
+    whose latest EMA weights are used), the Wan2.1 VAE, umT5 and wav2vec2 folders (each its own
+    folder or a diffusers pipeline root holding ``vae/`` / ``text_encoder/``). Nothing is
+    copied. Only configs are read: the widths the transformer reads are checked against what
+    the encoders produce, and every mismatch is named before anything is written.
+    """
+    from lpm.models.dit.checkpoint import load_lpm_config
+
+    out = Path(out)
+    if (out / "bundle.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a bundle; pass --overwrite to replace it")
+    checkpoint = resolve_checkpoint(transformer).resolve()
+    cfg = load_lpm_config(checkpoint)
+    vae_dir, vae_cfg = _component_config(Path(vae), "VAE", "vae")
+    text_dir, text_cfg = _component_config(Path(text_encoder), "umT5", "text_encoder")
+    audio_dir, audio_cfg = _component_config(Path(audio_encoder), "wav2vec2")
+    problems = []
+    if vae_cfg.get("_class_name") != "AutoencoderKLWan":
+        problems.append(f"VAE {vae_dir}: a {vae_cfg.get('_class_name')!r}, not an AutoencoderKLWan")
+    elif vae_cfg.get("z_dim") != cfg.in_channels:
+        problems.append(f"VAE z_dim {vae_cfg.get('z_dim')}, the transformer reads "
+                        f"{cfg.in_channels} latent channels")  # fmt: skip
+    if text_cfg.get("model_type") not in ("umt5", "t5", "mt5"):
+        problems.append(f"text encoder {text_dir}: model_type {text_cfg.get('model_type')!r}, "
+                        "not umt5")  # fmt: skip
+    elif text_cfg.get("d_model") != cfg.text_dim:
+        problems.append(f"text encoder width {text_cfg.get('d_model')}, the transformer reads "
+                        f"{cfg.text_dim}")  # fmt: skip
+    if audio_cfg.get("model_type") != "wav2vec2":
+        problems.append(f"audio encoder {audio_dir}: model_type "
+                        f"{audio_cfg.get('model_type')!r}, not wav2vec2")  # fmt: skip
+    elif audio_cfg.get("hidden_size") != cfg.audio_dim:
+        problems.append(f"audio encoder width {audio_cfg.get('hidden_size')}, the transformer "
+                        f"reads {cfg.audio_dim}")  # fmt: skip
+    step = cfg.spatial_compression * cfg.patch_size[1]
+    if height % step or width % step:
+        problems.append(f"frame {height}x{width}: height and width must be multiples of {step}")
+    if problems:
+        raise ValueError(f"cannot link {checkpoint}: " + "; ".join(problems))
+    spec = BundleSpec(
+        name=name, height=height, width=width, sample_rate=sample_rate, text_encoder="umt5",
+        audio_encoder="wav2vec2", segment_latents=segment_latents,
+        sampling=sampling or SamplingDefaults(),
+        paths={"transformer": str(checkpoint), "vae": str(vae_dir),
+               "text_encoder": str(text_dir), "audio_encoder": str(audio_dir)},
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / ".bundle.json.partial"
+    partial.write_text(spec.to_json())
+    partial.replace(out / "bundle.json")
+    return out

@@ -113,6 +113,11 @@ class TrainRecipe:
     """(F, h, w) latent frames, height and width per clip (2 s at 64x64 for lpm-nano)."""
     batch_size: int = 2
     """Global batch (samples per optimiser step, summed over ranks)."""
+    micro_batch_size: int = 0
+    """Samples per forward and backward on each rank (gradient accumulation): a rank's share
+    of ``batch_size`` runs in pieces of this many, whose gradients add up to the whole share's,
+    so a step computes the same loss and update (to float rounding) in less activation memory.
+    0: the whole share at once."""
     lr: float = 1e-4
     """Peak learning rate of AdamW."""
     betas: tuple[float, float] = (0.9, 0.999)
@@ -168,6 +173,10 @@ class TrainRecipe:
     """Start from these weights instead of a random model (fine-tuning): a bundle (its
     ``transformer/``), a checkpoint or a run directory (its latest EMA weights). Their config
     must fit ``model``. A resumed run restores its own checkpoint instead."""
+    starts_from: str = ""
+    """What ``init`` is meant to hold, e.g. Wan2.1-T2V-1.3B converted by `lpm convert wan`: a
+    run on real data (``data="cache"``) without ``init`` stops and says so. Empty: a random
+    start is fine (``--set starts_from=`` to train a real scale from scratch on purpose)."""
     trainable: str = ""
     """Train only the parameters whose name matches this regular expression (``re.search``);
     the rest stay frozen (e.g. ``audio`` trains the audio path of a model started from
@@ -206,6 +215,10 @@ class TrainRecipe:
             raise ValueError(f"latent_shape={self.latent_shape} must be three positive integers")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.micro_batch_size < 0:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must be >= 0 (0: no accumulation)"
+            )
         if not self.lr > 0:
             raise ValueError(f"lr={self.lr} must be > 0")
         if not self.cue_lr_scale > 0:
@@ -465,6 +478,18 @@ def base_curriculum(speak: int, listen: int, identity: int, long: int) -> tuple[
     )  # fmt: skip
 
 
+def _real_scale(name: str, model: str, wan: str, *, batch: int, lr: float, every: int):
+    """A real scale fine-tuning converted Wan2.1 weights on an `lpm data encode` cache of 480x832
+    clips: 5-s clips (30 latent frames of 60x104 = 46,800 tokens), one clip per forward with
+    activation checkpointing, bf16. The paper gives none of these numbers (ours)."""
+    return TrainRecipe(
+        name=name, model=model, starts_from=f"{wan} (lpm convert wan --config {model})",
+        data="cache", latent_shape=(30, 60, 104), batch_size=batch, micro_batch_size=1, lr=lr,
+        warmup_steps=500, ema_decay=0.9999, checkpoint_every=every, activation_checkpointing=True,
+        stages=base_curriculum(8000, 8000, 4000, 4000),
+    )  # fmt: skip
+
+
 _TINY_MODEL = {
     "dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32,
     "text_dim": 16, "text_len": 8, "audio_dim": 16,
@@ -486,6 +511,8 @@ RECIPES: dict[str, TrainRecipe] = {
             log_every=20,
             stages=base_curriculum(1200, 1200, 800, 800),
         ),
+        _real_scale("base-1.3b", "lpm-1.3b", "Wan2.1-T2V-1.3B", batch=32, lr=2e-5, every=1000),
+        _real_scale("base-17b", "lpm-17b", "Wan2.1-I2V-14B-480P", batch=64, lr=1e-5, every=500),
         TrainRecipe(
             name="test-tiny",
             model="lpm-nano",

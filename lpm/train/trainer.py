@@ -80,6 +80,30 @@ def build_dataset(recipe: TrainRecipe) -> Dataset:
     raise ValueError(f"data={recipe.data!r} has no loader")
 
 
+def check_dataset_fits(dataset: Dataset, cfg, recipe: TrainRecipe) -> None:
+    """ValueError naming every feature of the dataset's first sample that the model cannot
+    read (a cache encoded with another scale's encoders, say)."""
+    sample = dataset[0]
+    wanted = {
+        "latent channels": (sample.latents.shape[0], cfg.in_channels),
+        "text feature width": (sample.text.shape[-1], cfg.text_dim),
+        "speak-audio feature width": (sample.speak_audio.shape[-1], cfg.audio_dim),
+        "listen-audio feature width": (sample.listen_audio.shape[-1], cfg.audio_dim),
+    }
+    _, h, w = sample.latents.shape[1:]
+    _, ph, pw = cfg.patch_size
+    bad = [f"{name} {got} (the model reads {want})"
+           for name, (got, want) in wanted.items() if got != want]  # fmt: skip
+    if h % ph or w % pw:
+        bad.append(f"latent grid {h}x{w} (not divisible by the patch {ph}x{pw})")
+    if bad:
+        where = recipe.data_path or recipe.data
+        raise ValueError(
+            f"the data at {where} does not fit {cfg.name}: " + "; ".join(bad) + ". Encode it "
+            "with a bundle of this scale's encoders (`lpm data encode --model DIR`)"
+        )
+
+
 CUE_ACTION_SERIES = ("cue_action_loss", "cue-action loss", "cue_action_loss.png", True)
 
 
@@ -312,6 +336,14 @@ class Trainer(StepLoop):
         seed_everything(recipe.seed)
         self.device = dist_info.device
         self.bf16 = self.device.type == "cuda" and recipe.mixed_precision == "bf16"
+        if recipe.starts_from and not recipe.init and recipe.data != "synthetic" and not resume:
+            raise ValueError(
+                f"recipe {recipe.name} fine-tunes {recipe.starts_from}: pass its converted "
+                "weights with --set init=DIR (docs/convert.md), or --set starts_from= to train "
+                f"{recipe.model} from random weights"
+            )
+        self.dataset = dataset if dataset is not None else build_dataset(recipe)
+        check_dataset_fits(self.dataset, self.cfg, recipe)
         model = LPMTransformer(self.cfg).to(self.device)
         if recipe.init and not resume:
             _load_init(model, recipe.init)
@@ -324,7 +356,6 @@ class Trainer(StepLoop):
         )  # fmt: skip
         self.optimizer, self.scheduler = build_optimizer(self.model, recipe)
         self.ema = EMA(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-        self.dataset = dataset if dataset is not None else build_dataset(recipe)
         self.sampler = StageSampler(
             self.dataset, [s.categories for s in recipe.stages], global_batch=recipe.batch_size,
             rank=dist_info.rank, world_size=dist_info.world_size, seed=recipe.seed,
@@ -338,30 +369,24 @@ class Trainer(StepLoop):
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
-        """Run optimiser step ``self.step`` and return its metrics (loss averaged over ranks)."""
+        """Run optimiser step ``self.step`` and return its metrics (loss averaged over ranks).
+
+        With ``micro_batch_size`` the rank's share runs in pieces whose losses are weighted by
+        their share of it, so the summed gradients are those of the whole share at once."""
         recipe, step = self.recipe, self.step
         stage_index, stage = recipe.stage_at(step)
         indices = self.sampler.next_indices(stage_index)
-        batch = collate([self.dataset[i] for i in indices]).to(self.device)
-        problem = build_problem(batch, recipe, stage, step)
+        size = recipe.micro_batch_size or len(indices)
+        pieces = [indices[i : i + size] for i in range(0, len(indices), size)]
         self.model.train()
-        with self._autocast():
-            v_pred = self.model(problem.x_t, problem.timestep, **problem.model_kwargs)
-        per_sample = flow_matching_loss(
-            v_pred, problem.x0, problem.noise, weight=problem.loss_weight,
-            mask=problem.loss_mask, reduction="none",
-        )  # fmt: skip
-        loss = flow = per_sample.mean()
-        cue_loss = (
-            getattr(self.model, "cue_action_loss", None) if recipe.cue_action_weight else None
-        )
-        if cue_loss is not None:
-            loss = loss + recipe.cue_action_weight * cue_loss
-            getattr(self.model, "_orig_mod", self.model).cue_action_loss = None  # no graph kept
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        flow = cue = None
+        for piece in pieces:
+            share = len(piece) / len(indices)  # exactly 1.0 without accumulation
+            piece_flow, piece_cue = self._forward_backward(piece, stage, step, share)
+            flow = piece_flow if flow is None else flow + piece_flow
+            if piece_cue is not None:
+                cue = piece_cue if cue is None else cue + piece_cue
         max_norm = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
         grad_norm = full_tensor(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
         lr = self.scheduler.get_last_lr()[0]
@@ -371,11 +396,39 @@ class Trainer(StepLoop):
             self.ema.update(self.model)
         self.step += 1
         return {
-            "step": self.step, "stage": stage.name, "loss": float(all_reduce_mean(flow.detach())),
+            "step": self.step, "stage": stage.name, "loss": float(all_reduce_mean(flow)),
             "grad_norm": float(grad_norm), "lr": lr,
             "samples": self.step * recipe.batch_size,
         } | ({} if not recipe.cue_action_weight else {
             "cue_action_loss": float(all_reduce_mean(
-                cue_loss.detach() if cue_loss is not None else torch.zeros((), device=self.device)
+                cue if cue is not None else torch.zeros((), device=self.device)
             )),
         })  # fmt: skip
+
+    def _forward_backward(
+        self, indices: list[int], stage, step: int, share: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Forward and backward of the samples ``indices``, their loss weighted by ``share`` of
+        the step's batch; returns the weighted (flow-matching, cue-action) losses, detached."""
+        recipe = self.recipe
+        batch = collate([self.dataset[i] for i in indices]).to(self.device)
+        problem = build_problem(batch, recipe, stage, step)
+        with self._autocast():
+            v_pred = self.model(problem.x_t, problem.timestep, **problem.model_kwargs)
+        per_sample = flow_matching_loss(
+            v_pred, problem.x0, problem.noise, weight=problem.loss_weight,
+            mask=problem.loss_mask, reduction="none",
+        )  # fmt: skip
+        flow = per_sample.mean() * share
+        loss = flow
+        cue_loss = (
+            getattr(self.model, "cue_action_loss", None) if recipe.cue_action_weight else None
+        )
+        if cue_loss is not None:
+            cue_loss = cue_loss * share
+            loss = loss + recipe.cue_action_weight * cue_loss
+            getattr(self.model, "_orig_mod", self.model).cue_action_loss = None  # no graph kept
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
+        loss.backward()
+        return flow.detach(), None if cue_loss is None else cue_loss.detach()

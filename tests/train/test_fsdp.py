@@ -1,4 +1,5 @@
-"""FSDP2 on 2 gloo ranks trains the same model as 1 process on the same global batch."""
+"""FSDP2 on 2 gloo ranks trains the same model as 1 process on the same global batch, also
+when each rank runs its share in micro-batches (gradient accumulation under FSDP2)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ WEIGHT_ATOL = 1e-5
 
 
 @pytest.mark.multiproc
-def test_fsdp_two_ranks_matches_one_process(reference_run, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("micro_batch_size=1",)], ids=["whole", "micro"])
+def test_fsdp_two_ranks_matches_one_process(reference_run, tmp_path, extra):
     torchrun = shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not on PATH")
     out = tmp_path / "fsdp"
     cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main", "train"]
-    run_cli(cmd + train_args(out), timeout=240)
+    run_cli(cmd + train_args(out, *extra), timeout=240)
     one, two = curve(reference_run), curve(out)
     assert [r[:2] for r in one] == [r[:2] for r in two]  # same steps and stages
     for a, b in zip(one, two, strict=True):
