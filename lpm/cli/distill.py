@@ -107,6 +107,7 @@ def trajectories(
     resolved = _resolve(recipe, overrides, teacher=teacher)
     _logging(True, 0)
     try:
+        resolved.require_teacher()
         model = load_teacher(
             resolved.teacher, resolved.model_config(), seed=resolved.seed,
             device=torch.device(device),

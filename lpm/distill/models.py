@@ -21,8 +21,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """An LPM checkpoint directory from a checkpoint, a bundle (its ``transformer/``) or a run
     directory (its latest checkpoint's EMA weights when present, else its model)."""
     p = Path(path).expanduser()
-    if (p / "bundle.json").is_file():
-        return p / "transformer"
+    if (p / "bundle.json").is_file():  # its transformer may live elsewhere (`lpm model link`)
+        from lpm.inference.bundle import BundleSpec
+
+        return p / BundleSpec.from_file(p / "bundle.json").paths.get("transformer", "transformer")
     if (p / "config.json").is_file():
         return p
     latest = latest_checkpoint(p)
@@ -32,6 +34,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
         f"{p} is neither an LPM checkpoint (config.json + model.safetensors), a bundle "
         "(bundle.json) nor a run directory with checkpoints/"
     )
+
+
+def teacher_config(recipe) -> ModelConfig:
+    """The teacher's config, read without loading its weights (the recipe's with no teacher)."""
+    from lpm.models.dit.checkpoint import load_lpm_config
+
+    if recipe.teacher:
+        return load_lpm_config(resolve_checkpoint(recipe.teacher))
+    return recipe.model_config()
 
 
 def load_teacher(path: str, cfg: ModelConfig, *, seed: int, device: torch.device) -> LPMTransformer:

@@ -42,6 +42,10 @@ class DistillRecipe:
     teacher: str = ""
     """Base LPM teacher: a bundle directory or an LPM checkpoint directory. Empty: a randomly
     initialised teacher from ``model`` and ``seed`` (tests and smoke runs only)."""
+    starts_from: str = ""
+    """What ``teacher`` is meant to be (e.g. a `base-1.3b` run): a run on real data
+    (``data="cache"``) without ``teacher`` stops and says so. Empty: a random teacher is
+    accepted (``--set starts_from=`` for a smoke run of a real scale)."""
     init: str = ""
     """Weights the trained student starts from: an LPM checkpoint or a distill run directory
     (its latest checkpoint). Empty: the teacher's weights (Base LPM init)."""
@@ -189,6 +193,14 @@ class DistillRecipe:
         """Generator steps of this run's stage."""
         return self.stage_steps[self.stage - 1]
 
+    def require_teacher(self) -> None:
+        """ValueError when a run on real data lacks the teacher the recipe is meant to distil."""
+        if self.starts_from and not self.teacher and self.data != "synthetic":
+            raise ValueError(
+                f"recipe {self.name} distils {self.starts_from}: pass it with --set teacher=DIR "
+                "(or --teacher DIR), or --set starts_from= to distil a random teacher"
+            )
+
     def model_config(self) -> ModelConfig:
         """The teacher's (Base LPM) config with ``model_overrides`` applied."""
         base = get_model_config(self.model)
@@ -267,6 +279,20 @@ def apply_overrides(recipe: DistillRecipe, assignments: list[str]) -> DistillRec
     return dataclasses.replace(recipe, **top, model_overrides=model)
 
 
+def _real_scale(name: str, model: str, base: str, *, batch: int) -> DistillRecipe:
+    """A real scale distilled from its Base run on an `lpm data encode` cache of 480x832 clips:
+    5-s clips of five 1-s chunks (6 latent frames of 60x104 each), a 40-step teacher, DMD with
+    five critic updates per generator step at the learning rates of causal DMD distillations
+    (2e-6 / 4e-7), activation checkpointing, bf16. Step counts are ours."""
+    return DistillRecipe(
+        name=name, model=model, starts_from=f"a trained {base} run or its bundle",
+        data="cache", chunks=5, latent_hw=(60, 104), teacher_steps=40, shift=5.0,
+        text_scale=5.0, audio_scale=4.0, batch_size=batch, lr=2e-6, critic_lr=4e-7,
+        critic_updates=5, stage_steps=(3000, 1000, 2000, 1000), checkpoint_every=200,
+        activation_checkpointing=True,
+    )  # fmt: skip
+
+
 _TINY_MODEL = {
     "dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32,
     "text_dim": 16, "text_len": 8, "audio_dim": 16, "fps": 8, "sink_chunks": 1,
@@ -298,6 +324,8 @@ RECIPES: dict[str, DistillRecipe] = {
             checkpoint_every=25,
             log_every=10,
         ),  # fmt: skip
+        _real_scale("online-1.3b", "lpm-1.3b", "base-1.3b", batch=8),
+        _real_scale("online-17b", "lpm-17b", "base-17b", batch=32),
         DistillRecipe(
             name="test-tiny",
             model="lpm-nano",

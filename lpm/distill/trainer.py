@@ -34,7 +34,7 @@ import torch
 from lpm.diffusion import renoise
 from lpm.distill.conditions import ClipConditions, clip_conditions, clip_velocity, guided_teacher
 from lpm.distill.dmd import critic_loss, dmd_loss, draw_noise, optimizer_step
-from lpm.distill.models import freeze, init_from, load_teacher
+from lpm.distill.models import freeze, init_from, load_teacher, teacher_config
 from lpm.distill.perceptual import build_perceptual
 from lpm.distill.recipes import DistillRecipe, online_config
 from lpm.distill.rollout import rollout, teacher_forced
@@ -52,7 +52,7 @@ from lpm.train.ema import EMA
 from lpm.train.metrics import MetricsLog, plot_metrics
 from lpm.train.recipes import CATEGORIES
 from lpm.train.schedule import build_optimizer
-from lpm.train.trainer import StepLoop
+from lpm.train.trainer import StepLoop, check_dataset_fits
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,9 @@ class DistillTrainer(StepLoop):
         self.device = device = dist_info.device
         self.bf16 = device.type == "cuda" and recipe.mixed_precision == "bf16"
         self.schedule = recipe.schedule()
+        recipe.require_teacher()
+        self.dataset = dataset if dataset is not None else build_dataset(recipe)
+        check_dataset_fits(self.dataset, teacher_config(recipe), recipe)
         self.teacher = load_teacher(
             recipe.teacher, recipe.model_config(), seed=recipe.seed, device=device
         )
@@ -135,7 +138,6 @@ class DistillTrainer(StepLoop):
         self.perceptual = None
         if recipe.stage == 2 and recipe.perceptual_weight > 0:
             self.perceptual = build_perceptual(recipe, self.teacher, device)
-        self.dataset = dataset if dataset is not None else build_dataset(recipe)
         self.trajectories = None
         pool: Dataset = self.dataset
         if recipe.stage in (1, 2):

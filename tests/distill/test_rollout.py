@@ -89,3 +89,26 @@ def test_teacher_forced_prediction_matches_a_stream_fed_with_the_history():
         t = torch.full((1,), 750.0)
         v = model(inputs[1], t, attention="chunk_causal", kv_cache=cache, **conds[1].kwargs())
     assert torch.allclose(preds[1], inputs[1] - 0.75 * v, atol=1e-6)
+
+
+def test_activation_checkpointing_recomputes_cached_chunks_with_the_cache_they_read():
+    """A rollout's chunks attend to a cache that later chunks change before backward; a block
+    recomputed in backward must see the cache as its forward did, and stage nothing again."""
+    import copy
+
+    from lpm.parallel.parallelize import apply_activation_checkpointing
+
+    bundle, live, refs, conds = _stream_inputs(3)
+    plain = bundle.transformer
+    checkpointed = copy.deepcopy(plain)
+    assert apply_activation_checkpointing(checkpointed) == len(plain.blocks)
+    grads = []
+    for model in (plain, checkpointed):
+        model.zero_grad(set_to_none=True)
+        out = rollout(model, None, refs, live.schedule, conds, live.latent_shape, CPU, seed=2,
+                      backbone_grad_steps=None)  # fmt: skip
+        out.video("backbone").square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)

@@ -1,9 +1,11 @@
 """The path a lab takes to train a real scale, end to end at toy size.
 
 Wan2.1 weights converted by `lpm convert wan`; a bundle of the Wan VAE, umT5 and wav2vec2 read
-from their own local folders; `lpm data encode` of Stage clips with that bundle; and the
-`base-1.3b` recipe fine-tuning the converted weights on the cache. Only the widths shrink
-(``--set model.dim=...``): every class, loader and command is the one a 1.3B run uses.
+from their own local folders (`lpm model link`); `lpm data encode` of Stage clips with that
+bundle; the `base-1.3b` recipe fine-tuning the converted weights on the cache; the
+`online-1.3b` recipe distilling the Base bundle in its four stages; generation offline and
+online through the real encoders. Only the widths shrink (``--set model.dim=...``): every class,
+loader and command is the one a 1.3B run uses.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def lab(tmp_path_factory):
     build_wan_vae(WanVAEConfig.tiny()).model.save_pretrained(root / "Wan2.1-VAE")
     _umt5(root / "umt5")
     _wav2vec2(root / "wav2vec2")
-    build_dataset(StageDatasetConfig(out=root / "data", clips=4, seconds=1.0, resolution=64,
+    build_dataset(StageDatasetConfig(out=root / "data", clips=4, seconds=2.0, resolution=64,
                                      seed=3, backend="formant"), progress=False)  # fmt: skip
 
     runner = CliRunner()
@@ -145,10 +147,6 @@ def test_the_same_recipe_on_a_nano_cache_is_refused_by_name(lab, tmp_path):
 def test_the_fine_tuned_weights_generate_through_the_real_encoders(lab, tmp_path):
     """`lpm generate --model` a bundle of the fine-tuned EMA weights, the Wan VAE, umT5 and
     wav2vec2: an H.264 + AAC mp4 of the asked length."""
-    import av
-
-    from lpm.media import read_video
-
     run = tmp_path / "run"
     Trainer(_recipe(lab), run, dist_info=DistInfo(), progress=False).fit()
     bundle = tmp_path / "bundle"
@@ -158,18 +156,7 @@ def test_the_fine_tuned_weights_generate_through_the_real_encoders(lab, tmp_path
     assert linked.exit_code == 0, linked.output
     ema = sorted((run / "checkpoints").glob("step-*"))[-1] / "ema"  # a run links its EMA
     assert json.loads((bundle / "bundle.json").read_text())["paths"]["transformer"] == str(ema)
-    clip = lab / "data/clips/000000"
-    out = tmp_path / "toy.mp4"
-    result = runner.invoke(app, [
-        "generate", "--model", str(bundle), "--image", str(clip / "refs/global_0.png"),
-        "--speak", str(clip / "speak.wav"), "--seconds", "1", "--out", str(out),
-    ])  # fmt: skip
-    assert result.exit_code == 0, result.output
-    frames, fps = read_video(out)
-    assert fps == 24 and frames.shape == (24, 64, 64, 3)
-    with av.open(str(out)) as container:
-        codecs = {s.type: s.codec_context.name for s in container.streams}
-    assert codecs == {"video": "h264", "audio": "aac"}
+    _generate_and_check(lab / "data/clips/000000", ["--model", str(bundle)], 1, tmp_path)
 
 
 def test_link_names_every_component_that_does_not_fit_and_writes_nothing(lab, tmp_path):
@@ -190,3 +177,66 @@ def test_link_names_every_component_that_does_not_fit_and_writes_nothing(lab, tm
     odd[odd.index("--height") + 1] = "60"
     result = CliRunner().invoke(app, ["model", "link", *odd, "--out", str(out)])
     assert result.exit_code == 2 and "multiples of 16" in result.output and not out.exists()
+
+
+def test_online_recipe_distils_the_linked_base_in_four_stages_and_streams(lab, tmp_path):
+    """`lpm distill --recipe online-1.3b` with the linked Base bundle as teacher: trajectories,
+    stages 1-4, `lpm model pack-online` against the linked base, `lpm generate --online`."""
+
+    from lpm.cli.distill import app as distill_app
+    from lpm.distill.recipes import apply_overrides as apply_distill_overrides
+    from lpm.distill.recipes import get_recipe as get_distill_recipe
+    from lpm.distill.trainer import DistillTrainer
+
+    runner = CliRunner()
+    sets = ["--set", f"data_path={lab / 'cache'}", "--set", "chunks=2", "--set",
+            "latent_hw=(8,8)", "--set", "teacher_steps=2", "--set", "batch_size=2", "--set",
+            "stage_steps=2,2,2,2", "--set", "critic_updates=1", "--set", "log_every=1"]  # fmt: skip
+    teacher = ["--recipe", "online-1.3b", "--set", f"teacher={lab / 'bundle'}", *sets]
+    without = apply_distill_overrides(get_distill_recipe("online-1.3b"),
+                                      [f"data_path={lab / 'cache'}"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"distils a trained base-1\.3b run.*--set teacher=DIR"):
+        DistillTrainer(without, tmp_path / "none", dist_info=DistInfo(), progress=False)
+    assert not (tmp_path / "none").exists()
+    traj = tmp_path / "traj"
+    made = runner.invoke(distill_app, ["trajectories", *teacher, "--out", str(traj)])
+    assert made.exit_code == 0, made.output
+    previous = {1: [], 2: ["--set", f"init={tmp_path / 's1'}"],
+                3: ["--set", f"init={tmp_path / 's2'}"],
+                4: ["--set", f"backbone={tmp_path / 's3'}"]}  # fmt: skip
+    for stage in (1, 2, 3, 4):
+        extra = ["--set", f"trajectories={traj}"] if stage <= 2 else []
+        done = runner.invoke(distill_app, [*teacher, "--stage", str(stage), *extra,
+                                           *previous[stage], "--out", str(tmp_path / f"s{stage}"),
+                                           "--no-progress"])  # fmt: skip
+        assert done.exit_code == 0, (stage, done.output)
+        records = (tmp_path / f"s{stage}/metrics.jsonl").read_text().splitlines()
+        assert len(records) == 2 and all(math.isfinite(json.loads(r)["loss"]) for r in records)
+    online = tmp_path / "online"
+    packed = runner.invoke(app, [
+        "model", "pack-online", "--base", str(lab / "bundle"), "--backbone", str(tmp_path / "s3"),
+        "--refiner", str(tmp_path / "s4"), "--rank", "4", "--name", "lpm-1.3b-toy-online",
+        "--out", str(online),
+    ])  # fmt: skip
+    assert packed.exit_code == 0, packed.output
+    _generate_and_check(lab / "data/clips/000001", ["--online", "--model", str(online)], 2,
+                        tmp_path)  # fmt: skip
+
+
+def _generate_and_check(clip, model_args: list[str], seconds: int, tmp_path) -> None:
+    """`lpm generate` a clip's character speaking its audio: an H.264 + AAC mp4 of 24 fps."""
+    import av
+
+    from lpm.media import read_video
+
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(app, [
+        "generate", *model_args, "--image", str(clip / "refs/global_0.png"),
+        "--speak", str(clip / "speak.wav"), "--seconds", str(seconds), "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    frames, fps = read_video(out)
+    assert fps == 24 and frames.shape == (24 * seconds, 64, 64, 3)
+    with av.open(str(out)) as container:
+        codecs = {s.type: s.codec_context.name for s in container.streams}
+    assert codecs == {"video": "h264", "audio": "aac"}

@@ -7,7 +7,7 @@ Modulation is per frame: every frame carries its own timestep, reference frames 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -76,6 +76,10 @@ class BlockContext:
     cache: StreamingKVCache | None = None
     cache_rope: tuple[torch.Tensor, torch.Tensor] | None = None
     cache_write: bool = False
+    cache_read: dict[int, tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=dict)
+    """layer -> the cache context it read in this forward. A block recomputed by activation
+    checkpointing (in backward, after the cache has moved on) reads it from here and does not
+    stage its keys again."""
 
 
 class SelfAttention(nn.Module):
@@ -107,9 +111,14 @@ class SelfAttention(nn.Module):
     def _cached(self, q, k, v, ctx: BlockContext, layer: int) -> torch.Tensor:
         """Queries of the current chunk (or of the references) against the cache plus itself."""
         cos, sin = ctx.rope_q
-        previous = ctx.cache.context(layer)
-        if ctx.cache_write:
-            ctx.cache.stage(layer, k, v)
+        if layer in ctx.cache_read:  # a recomputation: the forward already read and staged
+            previous = ctx.cache_read[layer]
+        else:
+            previous = ctx.cache.context(layer)
+            if torch.is_grad_enabled():  # only a forward that can be recomputed keeps it
+                ctx.cache_read[layer] = previous
+            if ctx.cache_write:
+                ctx.cache.stage(layer, k, v)
         k_rot = apply_rope(k, cos, sin)
         if previous is not None:
             k_prev, v_prev = previous
