@@ -136,6 +136,40 @@ def test_base_recipe_fine_tunes_converted_wan_weights_on_the_real_encoders_cache
     assert moved  # the fine-tune changed the weights it started from
 
 
+@pytest.mark.multiproc
+def test_base_recipe_under_torchrun_matches_one_process(lab, tmp_path):
+    """`lpm train --recipe base-1.3b` under torchrun on 2 gloo ranks (FSDP2 + activation
+    checkpointing + micro-batches of 1, from the converted weights, on the real encoders'
+    cache) trains what one process trains on the same global batch."""
+    import shutil
+    import sys
+
+    from conftest import curve, final_weights, run_cli
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    sets = [f"model.{k}={v}" for k, v in SHRINK.items()] + [
+        f"init={lab / 'init'}", f"data_path={lab / 'cache'}", "latent_shape=(4,8,8)",
+        "batch_size=4", "steps=4", "log_every=1", "deterministic=true", "checkpoint_every=2",
+        "stages.speak.categories=[speak,silence,conversation,listen]",
+    ]  # fmt: skip
+    args = ["train", "--recipe", "base-1.3b", "--no-progress"]
+    for item in sets:
+        args += ["--set", item]
+    one, two = tmp_path / "one", tmp_path / "two"
+    run_cli([sys.executable, "-m", "lpm.cli.main", *args, "--out", str(one)], timeout=240)
+    launch = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main"]
+    run_cli([*launch, *args, "--out", str(two)], timeout=240)
+    assert json.loads((two / "run.json").read_text())["world_size"] == 2
+    a, b = curve(one), curve(two)
+    assert [r[:2] for r in a] == [r[:2] for r in b] and len(a) == 4
+    for x, y in zip(a, b, strict=True):
+        assert y[2] == pytest.approx(x[2], rel=1e-5), (x, y)
+    w1, w2 = final_weights(one), final_weights(two)
+    assert max((w1[k] - w2[k]).abs().max().item() for k in w1) <= 1e-5
+
+
 def test_the_same_recipe_on_a_nano_cache_is_refused_by_name(lab, tmp_path):
     """A cache encoded with other encoders (text 32 wide, here read as 48) is named before any
     model is built."""
