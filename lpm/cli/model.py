@@ -199,7 +199,9 @@ def pack_online(
     ),
     out: Path = typer.Option(..., help="Online bundle directory to write."),
     name: str = typer.Option("lpm-nano-online", help="Name recorded in bundle.json."),
-    rank: int = typer.Option(32, help="Rank of each matrix's stored delta from the base."),
+    rank: int = typer.Option(
+        32, help="Rank of each matrix's stored delta from the base (0: whole, no truncation)."
+    ),
     refiner_timestep: float = typer.Option(
         None, help="T2 the stream re-noises to before the refiner (default: the run's)."
     ),

@@ -65,11 +65,21 @@ def test_truncated_rank_loses_only_the_dropped_directions(tmp_path):
     assert _max_diff(load_lpm_checkpoint(tmp_path / "r1"), tuned) > 1e-3
 
 
+def test_rank_zero_keeps_every_difference_whole(tmp_path):
+    base, tuned = _pair(rank_of_change=4)
+    save_lpm_checkpoint(base, tmp_path / "base")
+    report = save_delta_checkpoint(tuned, tmp_path / "base", tmp_path / "whole", rank=0)
+    assert report.low_rank == 0 and report.full == len(tuned.blocks) + 1
+    assert report.kept > 0.999  # fp16 rounding of the differences only
+    assert _max_diff(load_lpm_checkpoint(tmp_path / "whole"), tuned) < 1e-4
+    assert json.loads((tmp_path / "whole" / "delta.json").read_text())["rank"] == 0
+
+
 def test_delta_errors_name_the_problem(tmp_path):
     base, tuned = _pair()
     save_lpm_checkpoint(base, tmp_path / "base")
     with pytest.raises(ValueError, match="rank"):
-        save_delta_checkpoint(tuned, tmp_path / "base", tmp_path / "d0", rank=0)
+        save_delta_checkpoint(tuned, tmp_path / "base", tmp_path / "d0", rank=-1)
     other = LPMTransformer(tiny_cfg(dim=32, num_heads=2))
     save_lpm_checkpoint(other, tmp_path / "other")
     with pytest.raises(ValueError, match="does not match the model"):

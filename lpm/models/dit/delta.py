@@ -106,15 +106,19 @@ def save_delta_checkpoint(
 ) -> DeltaReport:
     """Write ``model`` as a delta from the LPM checkpoint ``base`` (atomically).
 
+    Each changed matrix is stored as its rank-``rank`` truncation (two factors) when that is
+    smaller than the matrix; ``rank=0`` stores every difference whole (no SVD, no truncation: the
+    real scales, whose students differ from the base in more directions than a low rank holds).
+
     The difference is taken against the base's stored tensors exactly as a loader reads them, so
     only the rank truncation and ``dtype`` rounding of the delta lose anything. ``base_ref`` is
     the base path recorded in delta.json (default: ``base`` relative to ``directory``).
 
     Raises:
-        ValueError: rank < 1, or the base's tensor names or shapes differ from the model's.
+        ValueError: rank < 0, or the base's tensor names or shapes differ from the model's.
     """
-    if rank < 1:
-        raise ValueError(f"rank={rank} must be >= 1")
+    if rank < 0:
+        raise ValueError(f"rank={rank} must be >= 0 (0: the whole difference, no truncation)")
     base, out = Path(base), Path(directory)
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     base_state = _read_base(base, {k: tuple(v.shape) for k, v in state.items()})
@@ -126,7 +130,7 @@ def save_delta_checkpoint(
         if not torch.any(delta):
             unchanged += 1
             continue
-        if delta.ndim == 2 and rank * sum(delta.shape) < delta.numel():
+        if rank and delta.ndim == 2 and rank * sum(delta.shape) < delta.numel():
             u, s, vh = torch.linalg.svd(delta, full_matrices=False)
             root = s[:rank].sqrt()
             stored[f"{key}.lora_b"] = (u[:, :rank] * root).to(dtype).contiguous()
