@@ -18,10 +18,11 @@ from lpm.train.checkpoint import latest_checkpoint
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """An LPM checkpoint directory from a checkpoint, a bundle (its ``transformer/``) or a run
-    directory (its latest checkpoint's EMA weights when present, else its model)."""
+    """An LPM checkpoint directory from a checkpoint, a bundle (its transformer, where
+    ``bundle.json`` points) or a run directory (its latest checkpoint's EMA weights when
+    present, else its model)."""
     p = Path(path).expanduser()
-    if (p / "bundle.json").is_file():  # its transformer may live elsewhere (`lpm model link`)
+    if (p / "bundle.json").is_file():  # `lpm model link` bundles point elsewhere
         from lpm.inference.bundle import BundleSpec
 
         return p / BundleSpec.from_file(p / "bundle.json").paths.get("transformer", "transformer")
