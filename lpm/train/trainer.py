@@ -344,16 +344,7 @@ class Trainer(StepLoop):
             )
         self.dataset = dataset if dataset is not None else build_dataset(recipe)
         check_dataset_fits(self.dataset, self.cfg, recipe)
-        model = LPMTransformer(self.cfg).to(self.device)
-        if recipe.init and not resume:
-            _load_init(model, recipe.init)
-        if recipe.trainable:
-            _freeze_all_but(model, recipe.trainable)
-        self.model = parallelize(
-            model, fsdp=dist_info.world_size > 1,
-            activation_checkpointing=recipe.activation_checkpointing, compile=recipe.compile,
-            mixed_precision="bf16" if self.bf16 else None,
-        )  # fmt: skip
+        self.model = self._build_model(init=recipe.init if not resume else "")
         self.optimizer, self.scheduler = build_optimizer(self.model, recipe)
         self.ema = EMA(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
         self.sampler = StageSampler(
@@ -366,6 +357,45 @@ class Trainer(StepLoop):
             self.plot_series = (*DEFAULT_SERIES, CUE_ACTION_SERIES)
         self.step = 0
         self._prepare_run_dir(resume)
+
+    def _build_model(self, *, init: str) -> torch.nn.Module:
+        """The model, started from ``init`` or seeded random weights, ready to train.
+
+        On one process it is built whole on the device. Under FSDP2 only rank 0 builds the whole
+        model (in host memory, seeded as one process would); every rank builds its blocks on the
+        meta device, shards them, allocates only its own shards and receives their values from
+        rank 0, so no rank but the first ever holds a whole copy (lpm-17b: 70 GB in fp32).
+        """
+        recipe, dist_info = self.recipe, self.dist
+        options = dict(
+            activation_checkpointing=recipe.activation_checkpointing, compile=recipe.compile,
+            mixed_precision="bf16" if self.bf16 else None,
+        )  # fmt: skip
+        if dist_info.world_size == 1:
+            model = LPMTransformer(self.cfg).to(self.device)
+            if init:
+                _load_init(model, init)
+            if recipe.trainable:
+                _freeze_all_but(model, recipe.trainable)
+            return parallelize(model, fsdp=False, **options)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        state: dict[str, torch.Tensor] = {}
+        if dist_info.is_main:
+            whole = LPMTransformer(self.cfg)
+            if init:
+                _load_init(whole, init)
+            state = whole.state_dict()
+            del whole
+        with torch.device("meta"):
+            model = LPMTransformer(self.cfg)
+        if recipe.trainable:
+            _freeze_all_but(model, recipe.trainable)
+        parallelize(model, fsdp=True, **options)
+        model.to_empty(device=self.device)
+        set_model_state_dict(model, state, options=StateDictOptions(
+            full_state_dict=True, broadcast_from_rank0=True))  # fmt: skip
+        return model
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
