@@ -47,7 +47,7 @@ def train(
     try:
         trainer = Trainer(resolved, run_dir, dist_info=dist_info, resume=resume, progress=progress)
         result = trainer.fit()
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:  # a bad value, or a missing init/data path
         teardown_distributed()
         raise typer.BadParameter(str(err)) from None
     teardown_distributed()

@@ -39,7 +39,8 @@ from lpm.distill.perceptual import build_perceptual
 from lpm.distill.recipes import DistillRecipe, online_config
 from lpm.distill.rollout import rollout, teacher_forced
 from lpm.distill.trajectories import TrajectoryCache
-from lpm.parallel import DistInfo, all_reduce_mean, parallelize
+from lpm.models.dit.model import LPMTransformer
+from lpm.parallel import DistInfo, all_reduce_mean, parallelize, sharded_from_rank0
 from lpm.train.batch import Dataset, StageSampler, SyntheticDataset, TrainSample, collate, mix_seed
 from lpm.train.checkpoint import (
     TrainerState,
@@ -114,24 +115,27 @@ class DistillTrainer(StepLoop):
         recipe.require_teacher()
         self.dataset = dataset if dataset is not None else build_dataset(recipe)
         check_dataset_fits(self.dataset, teacher_config(recipe), recipe)
-        self.teacher = load_teacher(
-            recipe.teacher, recipe.model_config(), seed=recipe.seed, device=device
-        )
-        # A teacher checkpoint's own architecture (e.g. ordered speak tokens) is authoritative:
-        # the students and the critic start from its weights. The recipe's overrides (the
-        # streaming cache layout) still apply to the students.
+        if dist_info.world_size > 1:
+            self._build_sharded()
+        else:
+            self.teacher = load_teacher(
+                recipe.teacher, recipe.model_config(), seed=recipe.seed, device=device
+            )
+            # A teacher checkpoint's own architecture (e.g. ordered speak tokens) is
+            # authoritative: the students and the critic start from its weights. The recipe's
+            # overrides (the streaming cache layout) still apply to the students.
+            self.cfg = online_config(self.teacher.cfg.replace(**recipe.model_overrides))
+            self.model = self._parallel(init_from(self.cfg, self.teacher, recipe.init, device))
+            self.backbone = None
+            if recipe.stage == 4:
+                self.backbone = freeze(init_from(self.cfg, self.teacher, recipe.backbone, device))
+            self.critic = None
+            if recipe.stage >= 2:
+                self.critic = self._parallel(init_from(self.teacher.cfg, self.teacher, "", device))
         self.teacher_cfg = self.teacher.cfg
-        self.cfg = online_config(self.teacher.cfg.replace(**recipe.model_overrides))
-        self.model = self._parallel(init_from(self.cfg, self.teacher, recipe.init, device))
         self.optimizer, self.scheduler = build_optimizer(self.model, recipe)
         self.ema = EMA(self.model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-        self.backbone = None
-        if recipe.stage == 4:
-            self.backbone = freeze(init_from(self.cfg, self.teacher, recipe.backbone, device))
-        self.critic = None
-        if recipe.stage >= 2:
-            critic = init_from(self.teacher.cfg, self.teacher, "", device)
-            self.critic = self._parallel(critic)
+        if self.critic is not None:
             self.critic_optimizer, self.critic_scheduler = build_optimizer(
                 self.critic, critic_recipe(recipe)
             )
@@ -155,6 +159,52 @@ class DistillTrainer(StepLoop):
         self.metrics = MetricsLog(self.run_dir)
         self.step = 0
         self._prepare_run_dir(resume)
+
+    def _build_sharded(self) -> None:
+        """Teacher, student, frozen backbone and critic under FSDP2, every one sharded.
+
+        Only rank 0 reads or builds whole weights (in host memory: the teacher, and the student's
+        start); every rank builds each model on the meta device, shards it, allocates its own
+        shards and receives their values from rank 0. A rank then holds an eighth of each model
+        on 8 GPUs instead of the teacher, student and critic whole (lpm-17b: 70 GB each in fp32).
+        """
+        recipe, main = self.recipe, self.dist.is_main
+        teacher_cfg = teacher_config(recipe)
+        if recipe.teacher and teacher_cfg.attention != "bidirectional":
+            raise ValueError(
+                f"teacher {recipe.teacher} has attention={teacher_cfg.attention!r}; the teacher "
+                "must be a bidirectional Base LPM checkpoint"
+            )
+        teacher_cfg = teacher_cfg.replace(attention="bidirectional")
+        self.cfg = online_config(teacher_cfg.replace(**recipe.model_overrides))
+        cpu = torch.device("cpu")
+        teacher: list[LPMTransformer] = []  # rank 0 only, read once
+
+        def whole_state(cfg, source: str):
+            def read() -> dict[str, torch.Tensor]:
+                if not teacher:
+                    teacher.append(load_teacher(recipe.teacher, recipe.model_config(),
+                                                seed=recipe.seed, device=cpu))  # fmt: skip
+                return init_from(cfg, teacher[0], source, cpu).state_dict()
+
+            return read
+
+        def place(cfg, source: str, *, trainable: bool) -> torch.nn.Module:
+            model = sharded_from_rank0(
+                lambda: LPMTransformer(cfg), whole_state(cfg, source), device=self.device,
+                is_main=main, prepare=lambda m: None if trainable else freeze(m),
+                compile=recipe.compile,
+                activation_checkpointing=recipe.activation_checkpointing and trainable,
+                mixed_precision="bf16" if self.bf16 else None,
+            )  # fmt: skip
+            return model.train() if trainable else freeze(model)
+
+        self.model = place(self.cfg, recipe.init, trainable=True)
+        self.backbone = (
+            place(self.cfg, recipe.backbone, trainable=False) if recipe.stage == 4 else None
+        )
+        self.critic = place(teacher_cfg, "", trainable=True) if recipe.stage >= 2 else None
+        self.teacher = place(teacher_cfg, "", trainable=False)
 
     def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         r = self.recipe

@@ -19,6 +19,7 @@ from lpm.parallel.parallelize import (
     apply_compile,
     apply_fsdp,
     parallelize,
+    sharded_from_rank0,
     unsharded,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "init_distributed",
     "launched_by_torchrun",
     "parallelize",
+    "sharded_from_rank0",
     "teardown_distributed",
     "unsharded",
 ]

@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -170,3 +170,47 @@ def unsharded(module: nn.Module) -> Iterator[nn.Module]:
         yield module
     finally:
         module.reshard()
+
+
+def sharded_from_rank0(
+    build: Callable[[], nn.Module],
+    whole_state: Callable[[], dict[str, torch.Tensor]],
+    *,
+    device: torch.device,
+    is_main: bool,
+    prepare: Callable[[nn.Module], None] = lambda _m: None,
+    **options: Any,
+) -> nn.Module:
+    """A model sharded with FSDP2 whose values only rank 0 ever holds whole.
+
+    Rank 0 calls ``whole_state()`` (in host memory: a checkpoint read, or a seeded model built
+    whole); every rank calls ``build()`` on the meta device, ``prepare(model)`` (freezing, say),
+    `parallelize` with ``fsdp=True`` and ``options``, allocates only its own shards on
+    ``device`` and receives their values from rank 0. An error in ``whole_state`` (a missing or
+    unfitting checkpoint) is raised on every rank, so no rank waits for values that never come.
+    """
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    state: dict[str, torch.Tensor] = {}
+    failure: BaseException | None = None
+    if is_main:
+        try:
+            state = whole_state()
+        except (ValueError, FileNotFoundError) as err:
+            failure = err
+    box = [None if failure is None else (type(failure).__name__, str(failure))]
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        if failure is not None:
+            raise failure
+        kind, message = box[0]
+        raise (FileNotFoundError if kind == "FileNotFoundError" else ValueError)(message)
+    with torch.device("meta"):
+        model = build()
+    prepare(model)
+    parallelize(model, fsdp=True, **options)
+    model.to_empty(device=device)
+    set_model_state_dict(model, state, options=StateDictOptions(
+        full_state_dict=True, broadcast_from_rank0=True))  # fmt: skip
+    return model

@@ -27,7 +27,14 @@ import torch
 
 from lpm.diffusion import flow_matching_loss
 from lpm.models.dit.model import LPMTransformer
-from lpm.parallel import DistInfo, all_reduce_mean, barrier, full_tensor, parallelize
+from lpm.parallel import (
+    DistInfo,
+    all_reduce_mean,
+    barrier,
+    full_tensor,
+    parallelize,
+    sharded_from_rank0,
+)
 from lpm.train.batch import (
     Dataset,
     StageSampler,
@@ -378,24 +385,21 @@ class Trainer(StepLoop):
             if recipe.trainable:
                 _freeze_all_but(model, recipe.trainable)
             return parallelize(model, fsdp=False, **options)
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        state: dict[str, torch.Tensor] = {}
-        if dist_info.is_main:
+        def whole_state() -> dict[str, torch.Tensor]:
             whole = LPMTransformer(self.cfg)
             if init:
                 _load_init(whole, init)
-            state = whole.state_dict()
-            del whole
-        with torch.device("meta"):
-            model = LPMTransformer(self.cfg)
-        if recipe.trainable:
-            _freeze_all_but(model, recipe.trainable)
-        parallelize(model, fsdp=True, **options)
-        model.to_empty(device=self.device)
-        set_model_state_dict(model, state, options=StateDictOptions(
-            full_state_dict=True, broadcast_from_rank0=True))  # fmt: skip
-        return model
+            return whole.state_dict()
+
+        def prepare(model: torch.nn.Module) -> None:
+            if recipe.trainable:
+                _freeze_all_but(model, recipe.trainable)
+
+        return sharded_from_rank0(
+            lambda: LPMTransformer(self.cfg), whole_state, device=self.device,
+            is_main=dist_info.is_main, prepare=prepare, **options,
+        )  # fmt: skip
 
     # ---- one step ----------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:

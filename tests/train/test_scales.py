@@ -131,3 +131,22 @@ def test_cli_shows_the_real_scale_recipe_and_explains_a_missing_start(tmp_path):
     assert run.returncode != 0
     assert "--set init=DIR" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.multiproc
+def test_a_bad_start_under_torchrun_stops_every_rank_with_the_message(tmp_path):
+    """Only rank 0 reads the start weights under FSDP2; when they are missing, every rank stops
+    with the message instead of waiting for values that never come."""
+    import shutil
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main", "train",
+           "--recipe", "test-tiny", "--set", f"init={tmp_path / 'missing'}", "--out",
+           str(tmp_path / "run"), "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=180)
+    assert proc.returncode != 0
+    said = " ".join(w for w in (proc.stdout + proc.stderr).split() if w != "│")  # box edges
+    assert said.count("is neither an LPM checkpoint") == 2  # once per rank, no traceback
+    assert not (tmp_path / "run" / "checkpoints").exists()
