@@ -95,31 +95,42 @@ def trajectories(
     count: int | None = typer.Option(None, help="Clips to generate (default: the whole dataset)."),
     shard_size: int = typer.Option(64, help="Clips per safetensors shard."),
     overwrite: bool = typer.Option(False, help="Replace a cache made with other settings."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: one GPU per rank)."),
 ) -> None:
-    """Generate the guided teacher's trajectories at {T0, T1, T2, 0}; re-run to resume."""
-    import torch
+    """Generate the guided teacher's trajectories at {T0, T1, T2, 0}; re-run to resume.
+
+    Under torchrun each rank generates its share of the shards."""
 
     from lpm.distill.models import load_teacher
     from lpm.distill.trainer import build_dataset
     from lpm.distill.trajectories import generate_trajectories
+    from lpm.parallel import barrier, init_distributed, teardown_distributed
 
     resolved = _resolve(recipe, overrides, teacher=teacher)
-    _logging(True, 0)
+    try:
+        dist_info = init_distributed(device)  # under torchrun: one GPU per rank
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--device") from None
+    _logging(dist_info.is_main, dist_info.rank)
     try:
         resolved.require_teacher()
         model = load_teacher(
-            resolved.teacher, resolved.model_config(), seed=resolved.seed,
-            device=torch.device(device),
+            resolved.teacher, resolved.model_config(), seed=resolved.seed, device=dist_info.device
         )  # fmt: skip
         spec = generate_trajectories(
             resolved, model, build_dataset(resolved), out, count=count, shard_size=shard_size,
-            overwrite=overwrite, device=device,
+            overwrite=overwrite, device=dist_info.device, rank=dist_info.rank,
+            world_size=dist_info.world_size,
             on_shard=lambda done, total: log.info("shard %d/%d", done, total),
         )  # fmt: skip
+        barrier()  # every rank's shards are written
     except (ValueError, FileNotFoundError) as err:
+        teardown_distributed()
         raise typer.BadParameter(str(err)) from None
-    log.info("done: %s", json.dumps({"out": str(out), "clips": spec.count, "sigmas": spec.sigmas}))
+    teardown_distributed()
+    if dist_info.is_main:
+        summary = {"out": str(out), "clips": spec.count, "sigmas": spec.sigmas}
+        log.info("done: %s", json.dumps(summary))
 
 
 def _logging(main: bool, rank: int) -> None:

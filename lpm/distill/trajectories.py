@@ -154,11 +154,17 @@ def generate_trajectories(
     overwrite: bool = False,
     device: torch.device | str = "cpu",
     on_shard: Callable[[int, int], None] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> TrajectorySpec:
     """Generate (or finish generating) the trajectory cache of ``recipe`` in ``out``.
 
     Shards already present are kept; a cache made with different settings is refused unless
-    ``overwrite``. ``on_shard(done, total)`` reports progress.
+    ``overwrite``. ``on_shard(done, total)`` reports progress. With ``world_size`` processes
+    (`lpm distill trajectories` under torchrun), process ``rank`` generates the shards
+    ``rank, rank + world_size, ...``; a clip's trajectory depends only on (seed, clip index),
+    so the cache is the same file for file as one process writes. Rank 0 alone writes the spec
+    and clears old shards; the caller synchronises the ranks around this call.
     """
     out, device = Path(out), torch.device(device)
     count = len(dataset) if count is None else count
@@ -169,6 +175,8 @@ def generate_trajectories(
     spec = TrajectorySpec.from_recipe(
         recipe, count=count, shard_size=shard_size, teacher_cfg=teacher.cfg
     )
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
     if (out / SPEC_NAME).is_file() and not overwrite:
         before = json.loads((out / SPEC_NAME).read_text())
         now = json.loads(spec.to_json())
@@ -178,12 +186,17 @@ def generate_trajectories(
                 f"{out} holds trajectories made with different settings ({', '.join(changed)}); "
                 "choose another --out or pass --overwrite"
             )
-    (out / "shards").mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        for old_shard in (out / "shards").glob("*.safetensors"):
-            old_shard.unlink()
-    (out / SPEC_NAME).write_text(spec.to_json())
-    for k in range(spec.num_shards()):
+    if rank == 0:
+        (out / "shards").mkdir(parents=True, exist_ok=True)
+        if overwrite:
+            for old_shard in (out / "shards").glob("*.safetensors"):
+                old_shard.unlink()
+        (out / SPEC_NAME).write_text(spec.to_json())
+    if world_size > 1:
+        from lpm.parallel import barrier
+
+        barrier()  # the spec and a cleared shard folder before any rank writes
+    for k in range(rank, spec.num_shards(), world_size):
         path = shard_path(out, k)
         if not path.is_file():
             indices = list(range(k * shard_size, min(count, (k + 1) * shard_size)))

@@ -77,3 +77,33 @@ def test_generation_arguments_are_checked(tmp_path):
         generate_trajectories(recipe, teacher, build_dataset(recipe), tmp_path, count=99)
     with pytest.raises(FileNotFoundError, match="lpm distill trajectories"):
         TrajectoryCache(tmp_path / "nothing")
+
+
+@pytest.mark.multiproc
+def test_ranks_under_torchrun_share_out_the_shards_of_the_same_cache(tmp_path, trajectories):
+    """`lpm distill trajectories` on 2 ranks writes, shard for shard, what one process wrote."""
+    import shutil
+
+    from tests.train.conftest import run_cli
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    out = tmp_path / "traj"
+    run_cli([torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main", "distill",
+             "trajectories", "--recipe", "test-tiny", "--out", str(out), "--shard-size", "3"],
+            timeout=240)  # fmt: skip
+    shards = sorted(p.name for p in (out / "shards").iterdir())
+    assert shards == sorted(p.name for p in (trajectories / "shards").iterdir())
+    assert len(shards) == 3  # 8 clips in shards of 3: rank 0 wrote 0 and 2, rank 1 wrote 1
+    for name in shards:
+        ours, one = (
+            load_file(str(out / "shards" / name)),
+            load_file(str(trajectories / "shards" / name)),
+        )
+        assert torch.equal(ours["indices"], one["indices"])
+        torch.testing.assert_close(ours["states"], one["states"], rtol=0, atol=1e-6)
+    assert (
+        TrajectoryCache(out, tiny()).states(7).shape
+        == TrajectoryCache(trajectories).states(7).shape
+    )
