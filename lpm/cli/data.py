@@ -59,31 +59,51 @@ def encode(
         help="Also encode every clip mirrored left to right (left/right "
         "swapped in captions, cues, body views and turn labels).",
     ),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu or cuda (under torchrun: one GPU per rank)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Cache VAE latents, audio and text features of a dataset into safetensors shards."""
+    """Cache VAE latents, audio and text features of a dataset into safetensors shards.
+
+    Under torchrun each rank encodes its share of the clips on its own device."""
     from tqdm import tqdm
 
     from lpm.data.encode import ClipEncoder, ClipError, EncodeConfig, encode_dataset
     from lpm.inference.bundle import load_encoders, shipped_bundle_path
+    from lpm.parallel import init_distributed, teardown_distributed
 
+    try:  # the ranks may finish hours apart on a large dataset: a long collective timeout
+        dist_info = init_distributed(device, timeout_s=24 * 3600.0)
+    except ValueError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(code=2) from None
     try:
-        spec, vae, text, audio = load_encoders(model or shipped_bundle_path())
+        spec, vae, text, audio = load_encoders(
+            model or shipped_bundle_path(), device=dist_info.device
+        )
         cfg = EncodeConfig(
             data=data, out=out, shard_clips=shard_clips, on_error=on_error, mirror=mirror
         )
-        bar = tqdm(desc="encode", unit="clip", disable=not progress)
+        bar = tqdm(desc="encode", unit="clip", disable=not (progress and dist_info.is_main))
 
         def tick(done: int, total: int) -> None:
             bar.total = total
             bar.n = done
             bar.refresh()
 
-        report = encode_dataset(cfg, ClipEncoder(vae, text, audio, spec.sample_rate), tick)
+        report = encode_dataset(
+            cfg, ClipEncoder(vae, text, audio, spec.sample_rate), tick,
+            rank=dist_info.rank, world_size=dist_info.world_size,
+        )  # fmt: skip
         bar.close()
     except (FileNotFoundError, ValueError, ClipError) as err:
+        teardown_distributed()
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(code=2) from None
+    teardown_distributed()
+    if not dist_info.is_main:
+        return
     typer.echo(
         f"encoded {report.encoded} clips ({report.already_done} already cached), "
         f"skipped {len(report.skipped)}"

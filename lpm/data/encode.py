@@ -18,6 +18,9 @@ Cache layout::
     <out>/shards/shard-00000.safetensors   tensors "<clip>.<name>"
     <out>/errors.jsonl                clips that could not be encoded, with the reason
 
+Under torchrun every rank writes ``shards/shard-r<rank>-NNNNN.safetensors`` and
+``index.part-<rank>.jsonl``, merged into index.jsonl by rank 0 (`encode_dataset`).
+
 With ``mirror`` every clip is encoded a second time mirrored left to right (index entry
 ``"mirror": true``, key ``<key>~mirror``): frames and references flipped, the left and right
 body-view references swapped, and "left"/"right" swapped in caption and cues, so that a turn to
@@ -102,11 +105,16 @@ class EncodeReport:
 
 
 class ClipEncoder:
-    """Encodes one clip directory with a bundle's VAE, text and audio encoders."""
+    """Encodes one clip directory with a bundle's VAE, text and audio encoders.
+
+    The encoders run where their weights are (`load_encoders(..., device=...)`): decoded frames
+    and audio go to that device and the features come back to the CPU in float32."""
 
     def __init__(self, vae, text_encoder, audio_encoder, sample_rate: int, span: int = 4) -> None:
         self.vae, self.text, self.audio = vae, text_encoder, audio_encoder
         self.sample_rate, self.span = sample_rate, span
+        weights = next(iter(vae.parameters()), None)
+        self.device = weights.device if weights is not None else torch.device("cpu")
 
     def describe(self) -> dict:
         return {
@@ -136,8 +144,8 @@ class ClipEncoder:
             raise ClipError(
                 f"{clip_dir / 'video.mp4'} has {len(frames)} frames; need >= {self.span}"
             )
-        video = _to_video(frames[self.span - 1 : n_lat * self.span])
-        latents = self.vae.encode(video)[0]  # (C, F, h, w)
+        video = _to_video(frames[self.span - 1 : n_lat * self.span]).to(self.device)
+        latents = self.vae.encode(video)[0].float().cpu()  # (C, F, h, w)
         audio = {}
         for name in ("speak", "listen"):
             path = clip_dir / f"{name}.wav"
@@ -145,9 +153,10 @@ class ClipEncoder:
                 wave = load_audio(path, self.sample_rate, allow_silent=True)
             except (FileNotFoundError, AudioLoadError) as err:
                 raise ClipError(f"{path}: {err}") from None
-            wave_t = torch.from_numpy(wave)[None]
-            audio[name] = self.audio(wave_t, n_lat * self.span)[0].float()
+            wave_t = torch.from_numpy(wave)[None].to(self.device)
+            audio[name] = self.audio(wave_t, n_lat * self.span)[0].float().cpu()
         text, mask = self.text.encode([_sided(_caption(clip_dir), mirror)])
+        text, mask = text.float().cpu(), mask.cpu()
         cue_text, cue_mask, cue_index = self._cues(clip_dir, n_lat, text, mirror)
         kinds, images = [], []
         for fname, kind in reference_files():
@@ -165,8 +174,8 @@ class ClipEncoder:
             raise ClipError(f"{clip_dir / 'refs'}: reference images differ in size")
         refs = []
         if images:  # one batched encode: (R, 3, 1, H, W) -> (R, C, 1, h, w) -> (C, R, h, w)
-            batch = torch.cat([_to_video(im[None]) for im in images])
-            refs = [self.vae.encode(batch)[:, :, 0].transpose(0, 1)]
+            batch = torch.cat([_to_video(im[None]) for im in images]).to(self.device)
+            refs = [self.vae.encode(batch)[:, :, 0].transpose(0, 1).float().cpu()]
         out = {
             "latents": latents.float(),
             "speak_audio": audio["speak"],
@@ -203,7 +212,7 @@ class ClipEncoder:
             empty = like.new_zeros(0, *like.shape[1:]).float()
             return empty, torch.zeros(empty.shape[:2], dtype=torch.bool), index
         feats, mask = self.text.encode(texts)
-        return feats.float(), mask.bool(), index
+        return feats.float().cpu(), mask.bool().cpu(), index
 
 
 _SIDE = re.compile(r"\b(left|right|Left|Right)\b")
@@ -253,20 +262,54 @@ def _manifest(data: Path) -> list[dict]:
 
 
 def encode_dataset(
-    cfg: EncodeConfig, encoder: ClipEncoder, progress: Callable[[int, int], None] | None = None
+    cfg: EncodeConfig,
+    encoder: ClipEncoder,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> EncodeReport:
-    """Encode every clip of ``cfg.data`` not yet in the cache (see the module docstring)."""
+    """Encode every clip of ``cfg.data`` not yet in the cache (see the module docstring).
+
+    With ``world_size`` processes (`lpm data encode` under torchrun, one device each), process
+    ``rank`` encodes the clips ``rank, rank + world_size, ...`` of those not yet cached into its
+    own shards (``shard-r<rank>-NNNNN``) and part index (``index.part-<rank>.jsonl``); at the
+    end rank 0 merges the parts into index.jsonl in manifest order, so that N processes write
+    the index one process writes (shard names aside). A killed run's parts are merged when the
+    next run starts. Every rank returns the report of the whole run.
+    """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank} must be in [0, world_size={world_size})")
     entries = _manifest(cfg.data)
-    cfg.out.mkdir(parents=True, exist_ok=True)
     settings = {"data": str(cfg.data.resolve()), **encoder.describe()}
     if cfg.mirror:  # recorded only when on, so caches without mirrors keep their settings
         settings["mirror"] = True
-    _check_settings(cfg.out / "encode.json", settings)
+    sides = (False, True) if cfg.mirror else (False,)
+    order = {(e["dir"], m): i for i, (e, m) in enumerate((e, m) for e in entries for m in sides)}
+    failure = None
+    if rank == 0:
+        try:
+            cfg.out.mkdir(parents=True, exist_ok=True)
+            _check_settings(cfg.out / "encode.json", settings)
+            _merge_parts(cfg.out, order)  # the parts of a killed run on several processes
+        except (OSError, ValueError) as err:
+            failure = err
+    if world_size > 1:
+        from lpm.parallel import broadcast_object
+
+        failure = broadcast_object(failure)
+    if failure is not None:
+        raise failure
     index_path = cfg.out / "index.jsonl"
     done = {(e["clip"], bool(e.get("mirror"))) for e in map(json.loads, _lines(index_path))}
-    shards = sorted((cfg.out / "shards").glob("shard-*.safetensors"))
-    next_shard = len(shards)
     report = EncodeReport(already_done=len(done))
+    todo = [(e, m) for e in entries for m in sides if (e["dir"], m) not in done]
+    todo = todo[rank::world_size]
+    parted = world_size > 1
+    part_path = cfg.out / f"index.part-{rank:03d}.jsonl" if parted else index_path
+    errors_path = cfg.out / (f"errors.part-{rank:03d}.jsonl" if parted else "errors.jsonl")
+    prefix = f"shard-r{rank:03d}-" if parted else "shard-"
+    next_shard = _next_shard(cfg.out / "shards", prefix)
     pending: dict[str, torch.Tensor] = {}
     pending_index: list[dict] = []
 
@@ -274,28 +317,27 @@ def encode_dataset(
         nonlocal next_shard, pending, pending_index
         if not pending_index:
             return
-        name = f"shard-{next_shard:05d}.safetensors"
+        name = f"{prefix}{next_shard:05d}.safetensors"
         _atomic_save(pending, cfg.out / "shards" / name)
-        with index_path.open("a") as fh:
+        with part_path.open("a") as fh:
             for entry in pending_index:
                 fh.write(json.dumps({**entry, "shard": name}) + "\n")
         next_shard += 1
         pending, pending_index = {}, []
 
-    sides = (False, True) if cfg.mirror else (False,)
-    todo = [(e, m) for e in entries for m in sides if (e["dir"], m) not in done]
     for i, (entry, mirror) in enumerate(todo):
         clip_dir = cfg.data / entry["dir"]
         category = MODE_TO_CATEGORY.get(entry.get("mode", ""), "conversation")
         try:
             enc = encoder(clip_dir, category, mirror=mirror)
         except ClipError as err:
-            if cfg.on_error == "fail":
-                raise
-            report.skipped.append((str(clip_dir) + (" (mirrored)" if mirror else ""), str(err)))
-            with (cfg.out / "errors.jsonl").open("a") as fh:
+            with errors_path.open("a") as fh:
                 fh.write(json.dumps({"clip": entry["dir"], "mirror": mirror,
                                      "error": str(err)}) + "\n")  # fmt: skip
+            if cfg.on_error == "fail":
+                failure = err
+                break
+            report.skipped.append((str(clip_dir) + (" (mirrored)" if mirror else ""), str(err)))
             log.warning("skipped %s: %s", clip_dir, err)
             continue
         key = entry["dir"].replace("/", "_") + ("~mirror" if mirror else "")
@@ -311,8 +353,66 @@ def encode_dataset(
             flush()
         if progress is not None:
             progress(i + 1, len(todo))
-    flush()
+    flush()  # clips encoded before a fatal one are kept
+    if parted:
+        report, failure = _gather(report, failure, cfg.out, order, rank)
+    if failure is not None:
+        raise failure
     return report
+
+
+def _gather(report: EncodeReport, failure, out: Path, order: dict, rank: int):
+    """The whole run's report and first failure on every rank, once rank 0 has merged the
+    parts of every rank into index.jsonl."""
+    from lpm.parallel import all_gather_object, barrier
+
+    reports, failures = zip(*all_gather_object((report, failure)), strict=True)
+    if rank == 0:
+        _merge_parts(out, order)
+    barrier()  # the index is whole before any rank returns
+    whole = EncodeReport(
+        encoded=sum(r.encoded for r in reports),
+        already_done=report.already_done,
+        skipped=[s for r in reports for s in r.skipped],
+    )
+    return whole, next((f for f in failures if f is not None), None)
+
+
+def _merge_parts(out: Path, order: dict) -> None:
+    """Move the entries of every part index (``index.part-*.jsonl``) not yet indexed into
+    index.jsonl, in manifest order (``order``: (clip, mirror) -> position), and the part error
+    logs into errors.jsonl; then delete the parts. Safe to repeat after a kill."""
+    index_path = out / "index.jsonl"
+    done = {(e["clip"], bool(e.get("mirror"))) for e in map(json.loads, _lines(index_path))}
+    parts = sorted(out.glob("index.part-*.jsonl"))
+    new: dict[tuple[str, bool], dict] = {}
+    for part in parts:
+        for entry in map(json.loads, _lines(part)):
+            name = (entry["clip"], bool(entry.get("mirror")))
+            if name not in done:
+                new[name] = entry
+    if new:
+        last = len(order)
+        with index_path.open("a") as fh:
+            for name in sorted(new, key=lambda n: (order.get(n, last), n)):
+                fh.write(json.dumps(new[name]) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+    error_parts = sorted(out.glob("errors.part-*.jsonl"))
+    if error_parts:
+        with (out / "errors.jsonl").open("a") as fh:
+            for part in error_parts:
+                fh.writelines(line + "\n" for line in _lines(part))
+    for part in parts + error_parts:
+        part.unlink()
+
+
+def _next_shard(shards: Path, prefix: str) -> int:
+    """One past the highest shard number written under ``prefix`` (0 for none)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.safetensors")
+    numbers = [int(m.group(1)) for p in shards.glob("*.safetensors")
+               if (m := pattern.fullmatch(p.name))]  # fmt: skip
+    return max(numbers, default=-1) + 1
 
 
 def _lines(path: Path) -> list[str]:

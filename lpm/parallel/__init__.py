@@ -6,6 +6,7 @@ Model code never imports this package (nor ``torch.distributed``); trainers call
 
 from lpm.parallel.distributed import (
     DistInfo,
+    all_gather_object,
     all_reduce_mean,
     barrier,
     broadcast_object,
@@ -25,6 +26,7 @@ from lpm.parallel.parallelize import (
 
 __all__ = [
     "DistInfo",
+    "all_gather_object",
     "all_reduce_mean",
     "apply_activation_checkpointing",
     "apply_compile",

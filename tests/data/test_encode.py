@@ -234,3 +234,95 @@ def test_encode_cli(stage_data, tmp_path):
                                        "--out", str(tmp_path / "c2"), "--model",
                                        str(stage_data / "bundle")])  # fmt: skip
     assert missing.exit_code == 2 and "manifest.jsonl" in missing.output
+
+
+def _cache_contents(cache_dir) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+    """(index entry without its shard name, tensors) of every clip, in index order."""
+    from safetensors.torch import load_file
+
+    entries = [json.loads(x) for x in (cache_dir / "index.jsonl").read_text().splitlines()]
+    out = []
+    for e in entries:
+        shard = load_file(str(cache_dir / "shards" / e["shard"]))
+        tensors = {k.split(".", 1)[1]: v for k, v in shard.items() if k.startswith(e["key"] + ".")}
+        out.append(({k: v for k, v in e.items() if k != "shard"}, tensors))
+    return out
+
+
+def _assert_same_cache(ours, theirs) -> None:
+    assert [e for e, _ in ours] == [e for e, _ in theirs]
+    for (entry, a), (_, b) in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys(), entry["clip"]
+        for name in a:
+            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_ranks_share_out_the_clips_and_a_killed_rank_is_merged_on_resume(stage_data, tmp_path):
+    """Rank 1 of 2 finishes, rank 0 dies: the next run merges rank 1's part index and encodes
+    the rest; the cache holds what one process writes. Features come back on the CPU."""
+    enc = encoder(stage_data / "bundle")
+    assert enc.device == torch.device("cpu")
+    one = tmp_path / "one"
+    encode_dataset(EncodeConfig(data=stage_data / "data", out=one, shard_clips=2), enc)
+    cache = tmp_path / "two"
+    # No process group: rank 1's collectives are no-ops, so this is rank 1 alone.
+    report = encode_dataset(
+        EncodeConfig(data=stage_data / "data", out=cache, shard_clips=2), enc,
+        rank=1, world_size=2,
+    )  # fmt: skip
+    assert report.encoded == 1  # clips 0 and 2 are rank 0's
+    assert [p.name for p in (cache / "shards").iterdir()] == ["shard-r001-00000.safetensors"]
+    assert (cache / "index.part-001.jsonl").is_file() and not (cache / "index.jsonl").exists()
+    again = encode_dataset(EncodeConfig(data=stage_data / "data", out=cache, shard_clips=2), enc)
+    assert again.already_done == 1 and again.encoded == 2
+    assert not list(cache.glob("index.part-*"))
+    ours, theirs = _cache_contents(cache), _cache_contents(one)
+    key = lambda item: item[0]["clip"]
+    _assert_same_cache(sorted(ours, key=key), sorted(theirs, key=key))
+    assert len(CachedDataset(cache, frames=4)) == 3
+    with pytest.raises(ValueError, match="rank=2"):
+        encode_dataset(EncodeConfig(data=stage_data / "data", out=cache), enc, rank=2, world_size=2)
+
+
+def test_a_fatal_clip_keeps_the_clips_encoded_before_it(stage_data, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(stage_data / "data", data)
+    (data / "clips" / "000002" / "video.mp4").write_bytes(b"")
+    enc = encoder(stage_data / "bundle")
+    cfg = EncodeConfig(data=data, out=tmp_path / "cache", on_error="fail")
+    with pytest.raises(ClipError, match="000002"):
+        encode_dataset(cfg, enc)
+    kept = [
+        json.loads(x)["clip"] for x in (tmp_path / "cache" / "index.jsonl").read_text().splitlines()
+    ]
+    assert kept == ["clips/000000", "clips/000001"]
+    errors = (tmp_path / "cache" / "errors.jsonl").read_text()
+    assert "000002" in errors
+
+
+@pytest.mark.multiproc
+def test_encode_under_torchrun_writes_what_one_process_writes(stage_data, tmp_path):
+    """`lpm data encode` on 2 gloo ranks: the same index, in the same order, and the same
+    features as one process; only the shard names differ."""
+    import shutil
+
+    from tests.train.conftest import run_cli
+
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    one, two = tmp_path / "one", tmp_path / "two"
+    enc = encoder(stage_data / "bundle")
+    encode_dataset(EncodeConfig(data=stage_data / "data", out=one, shard_clips=1), enc)
+    proc = run_cli([torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main", "data",
+                    "encode", "--data", str(stage_data / "data"), "--out", str(two),
+                    "--model", str(stage_data / "bundle"), "--shard-clips", "1", "--no-progress"],
+                   timeout=240)  # fmt: skip
+    assert proc.stdout.count("encoded 3 clips (0 already cached), skipped 0") == 1  # rank 0 only
+    shards = sorted(p.name for p in (two / "shards").iterdir())
+    assert shards == ["shard-r000-00000.safetensors", "shard-r000-00001.safetensors",
+                      "shard-r001-00000.safetensors"]  # fmt: skip
+    _assert_same_cache(_cache_contents(two), _cache_contents(one))
+    assert not list(two.glob("*.part-*"))
