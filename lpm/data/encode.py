@@ -73,6 +73,10 @@ class ClipError(ValueError):
     """A clip that cannot be encoded; the message names the file and what is wrong."""
 
 
+class _Stopped(ClipError):
+    """This rank stopped because another rank met a bad clip (``on_error="fail"``)."""
+
+
 @dataclass(kw_only=True)
 class EncodeConfig:
     """Settings of one `lpm data encode` run."""
@@ -326,6 +330,9 @@ def encode_dataset(
         pending, pending_index = {}, []
 
     for i, (entry, mirror) in enumerate(todo):
+        if parted and cfg.on_error == "fail" and any(cfg.out.glob("errors.part-*.jsonl")):
+            failure = _Stopped("stopped: another rank met a bad clip")
+            break  # in fail mode an error part means a fatal clip on some rank
         clip_dir = cfg.data / entry["dir"]
         category = MODE_TO_CATEGORY.get(entry.get("mode", ""), "conversation")
         try:
@@ -375,7 +382,9 @@ def _gather(report: EncodeReport, failure, out: Path, order: dict, rank: int):
         already_done=report.already_done,
         skipped=[s for r in reports for s in r.skipped],
     )
-    return whole, next((f for f in failures if f is not None), None)
+    # a rank's own bad clip before "another rank stopped" (sorted is stable)
+    failures = sorted((f for f in failures if f is not None), key=lambda f: isinstance(f, _Stopped))
+    return whole, failures[0] if failures else None
 
 
 def _merge_parts(out: Path, order: dict) -> None:

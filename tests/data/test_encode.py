@@ -307,8 +307,9 @@ def test_encode_under_torchrun_writes_what_one_process_writes(stage_data, tmp_pa
     """`lpm data encode` on 2 gloo ranks: the same index, in the same order, and the same
     features as one process; only the shard names differ."""
     import shutil
+    import subprocess
 
-    from tests.train.conftest import run_cli
+    from tests.train.conftest import cli_env, run_cli
 
     torchrun = shutil.which("torchrun")
     if torchrun is None:
@@ -326,3 +327,19 @@ def test_encode_under_torchrun_writes_what_one_process_writes(stage_data, tmp_pa
                       "shard-r001-00000.safetensors"]  # fmt: skip
     _assert_same_cache(_cache_contents(two), _cache_contents(one))
     assert not list(two.glob("*.part-*"))
+    # --on-error fail: the bad clip (rank 1's) stops the run on every rank, named in the error
+    data = tmp_path / "data"
+    shutil.copytree(stage_data / "data", data)
+    (data / "clips" / "000001" / "speak.wav").write_bytes(b"RIFF")
+    bad = tmp_path / "bad"
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "lpm.cli.main", "data",
+           "encode", "--data", str(data), "--out", str(bad), "--model", str(stage_data / "bundle"),
+           "--shard-clips", "1", "--on-error", "fail", "--no-progress"]  # fmt: skip
+    proc = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0 and "000001/speak.wav" in proc.stderr, proc.stderr[-3000:]
+    index = bad / "index.jsonl"
+    kept = (
+        {json.loads(x)["clip"] for x in index.read_text().splitlines()} if index.exists() else set()
+    )
+    assert kept <= {"clips/000000", "clips/000002"}  # what rank 0 finished before it stopped
+    assert "000001" in (tmp_path / "bad" / "errors.jsonl").read_text()
