@@ -35,10 +35,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKLWan
 from torch import nn
+
+if TYPE_CHECKING:  # diffusers is imported where a Wan VAE is built: it takes seconds to import
+    from diffusers import AutoencoderKLWan
 
 __all__ = [
     "WAN21_LATENTS_MEAN",
@@ -137,6 +140,8 @@ class WanVAEConfig:
 
 def build_wan_vae(config: WanVAEConfig) -> WanVAE:
     """Build a randomly initialised `WanVAE` from a config (no I/O)."""
+    from diffusers import AutoencoderKLWan
+
     return WanVAE(AutoencoderKLWan(**config.to_diffusers_kwargs()))
 
 
@@ -320,6 +325,8 @@ def load_wan_vae(
             f"no weights in {root}: expected diffusion_pytorch_model.safetensors (or a sharded "
             "set with its index) next to config.json"
         )
+    from diffusers import AutoencoderKLWan
+
     model = AutoencoderKLWan.from_pretrained(root, local_files_only=True, torch_dtype=dtype)
     return WanVAE(model.eval()).to(device)
 
