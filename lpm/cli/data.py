@@ -62,6 +62,12 @@ def encode(
     device: str = typer.Option(
         "cpu", "--device", help="cpu or cuda (under torchrun: one GPU per rank)."
     ),
+    prefetch: int | None = typer.Option(
+        None,
+        "--prefetch",
+        help="Clips read ahead on a thread while the encoders work (default: 2 with cuda, "
+        "0 on the CPU, where reading and encoding share the cores).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Cache VAE latents, audio and text features of a dataset into safetensors shards.
@@ -82,9 +88,10 @@ def encode(
         spec, vae, text, audio = load_encoders(
             model or shipped_bundle_path(), device=dist_info.device
         )
-        cfg = EncodeConfig(
-            data=data, out=out, shard_clips=shard_clips, on_error=on_error, mirror=mirror
-        )
+        if prefetch is None:
+            prefetch = 2 if device == "cuda" else 0
+        cfg = EncodeConfig(data=data, out=out, shard_clips=shard_clips, on_error=on_error,
+                           mirror=mirror, prefetch=prefetch)  # fmt: skip
         bar = tqdm(desc="encode", unit="clip", disable=not (progress and dist_info.is_main))
 
         def tick(done: int, total: int) -> None:

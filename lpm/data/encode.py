@@ -41,8 +41,11 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -91,11 +94,16 @@ class EncodeConfig:
     """``skip``: report and continue; ``fail``: stop at the first bad clip."""
     mirror: bool = False
     """Also encode every clip mirrored left to right (see the module docstring)."""
+    prefetch: int = 0
+    """Clips read and decoded ahead on a background thread while the encoders work (for
+    encoders on a GPU); 0 reads each clip when its turn comes."""
 
     def __post_init__(self) -> None:
         self.data, self.out = Path(self.data), Path(self.out)
         if self.shard_clips < 1:
             raise ValueError(f"shard_clips={self.shard_clips} must be >= 1")
+        if self.prefetch < 0:
+            raise ValueError(f"prefetch={self.prefetch} must be >= 0")
         if self.on_error not in ("skip", "fail"):
             raise ValueError(f"on_error={self.on_error!r} must be 'skip' or 'fail'")
 
@@ -106,6 +114,23 @@ class EncodeReport:
     already_done: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """(clip directory, reason) of every clip that could not be encoded."""
+
+
+@dataclass
+class ClipInputs:
+    """One clip as read from its directory: what `ClipEncoder.encode` turns into features."""
+
+    clip_dir: Path
+    frames: np.ndarray
+    """(T, H, W, 3) uint8, mirrored if the clip was read mirrored."""
+    waves: dict[str, np.ndarray]
+    """``speak`` and ``listen`` (N,) at the encoder's sample rate."""
+    caption: str
+    cues: list[tuple[int, int, str]]
+    """(start frame, end frame, text) of each timed cue."""
+    images: list[np.ndarray]
+    """Reference images (H, W, 3) uint8, each of kind ``kinds[i]``."""
+    kinds: list[tuple[str, int]]
 
 
 class ClipEncoder:
@@ -129,11 +154,15 @@ class ClipEncoder:
             "sample_rate": self.sample_rate,
         }
 
-    @torch.no_grad()
     def __call__(
-        self, clip_dir: Path, category: str, mirror: bool = False
+        self, clip_dir: Path, category: str = "", mirror: bool = False
     ) -> dict[str, torch.Tensor | list]:
         """The clip's features; ``mirror``: of the clip mirrored left to right."""
+        return self.encode(self.read(clip_dir, mirror))
+
+    def read(self, clip_dir: Path, mirror: bool = False) -> ClipInputs:
+        """Everything `encode` needs from ``clip_dir``, read and decoded on the CPU (no model
+        runs here, so `encode_dataset` reads the next clips while the encoders work)."""
         from lpm.media import read_image, read_video
         from lpm.models.audio import AudioLoadError, load_audio
 
@@ -141,27 +170,19 @@ class ClipEncoder:
             frames, _ = read_video(clip_dir / "video.mp4")
         except (FileNotFoundError, ValueError) as err:
             raise ClipError(str(err)) from None
-        if mirror:
-            frames = np.ascontiguousarray(frames[:, :, ::-1])
-        n_lat = len(frames) // self.span
-        if n_lat < 1:
+        if len(frames) < self.span:
             raise ClipError(
                 f"{clip_dir / 'video.mp4'} has {len(frames)} frames; need >= {self.span}"
             )
-        video = _to_video(frames[self.span - 1 : n_lat * self.span]).to(self.device)
-        latents = self.vae.encode(video)[0].float().cpu()  # (C, F, h, w)
-        audio = {}
+        if mirror:
+            frames = np.ascontiguousarray(frames[:, :, ::-1])
+        waves = {}
         for name in ("speak", "listen"):
             path = clip_dir / f"{name}.wav"
             try:
-                wave = load_audio(path, self.sample_rate, allow_silent=True)
+                waves[name] = load_audio(path, self.sample_rate, allow_silent=True)
             except (FileNotFoundError, AudioLoadError) as err:
                 raise ClipError(f"{path}: {err}") from None
-            wave_t = torch.from_numpy(wave)[None].to(self.device)
-            audio[name] = self.audio(wave_t, n_lat * self.span)[0].float().cpu()
-        text, mask = self.text.encode([_sided(_caption(clip_dir), mirror)])
-        text, mask = text.float().cpu(), mask.cpu()
-        cue_text, cue_mask, cue_index = self._cues(clip_dir, n_lat, text, mirror)
         kinds, images = [], []
         for fname, kind in reference_files():
             if mirror:  # the mirror image of the view from the left is the view from the right
@@ -176,32 +197,55 @@ class ClipEncoder:
                 kinds.append(kind)
         if len({im.shape for im in images}) > 1:
             raise ClipError(f"{clip_dir / 'refs'}: reference images differ in size")
+        return ClipInputs(
+            clip_dir=clip_dir,
+            frames=frames,
+            waves=waves,
+            caption=_sided(_caption(clip_dir), mirror),
+            cues=[(a, b, _sided(text, mirror)) for a, b, text in _cue_spans(clip_dir)],
+            images=images,
+            kinds=kinds,
+        )
+
+    @torch.no_grad()
+    def encode(self, clip: ClipInputs) -> dict[str, torch.Tensor | list]:
+        """The features of a clip `read` has read."""
+        n_lat = len(clip.frames) // self.span
+        video = _to_video(clip.frames[self.span - 1 : n_lat * self.span]).to(self.device)
+        latents = self.vae.encode(video)[0].float().cpu()  # (C, F, h, w)
+        audio = {}
+        for name, wave in clip.waves.items():
+            wave_t = torch.from_numpy(wave)[None].to(self.device)
+            audio[name] = self.audio(wave_t, n_lat * self.span)[0].float().cpu()
+        text, mask = self.text.encode([clip.caption])
+        text, mask = text.float().cpu(), mask.cpu()
+        cue_text, cue_mask, cue_index = self._cues(clip.cues, n_lat, text)
         refs = []
-        if images:  # one batched encode: (R, 3, 1, H, W) -> (R, C, 1, h, w) -> (C, R, h, w)
-            batch = torch.cat([_to_video(im[None]) for im in images]).to(self.device)
+        if clip.images:  # one batched encode: (R, 3, 1, H, W) -> (R, C, 1, h, w) -> (C, R, h, w)
+            batch = torch.cat([_to_video(im[None]) for im in clip.images]).to(self.device)
             refs = [self.vae.encode(batch)[:, :, 0].transpose(0, 1).float().cpu()]
         out = {
-            "latents": latents.float(),
+            "latents": latents,
             "speak_audio": audio["speak"],
             "listen_audio": audio["listen"],
-            "text": text[0].float(),
+            "text": text[0],
             "text_mask": mask[0],
             "cue_text": cue_text,
             "cue_mask": cue_mask,
             "cue_index": cue_index,
-            "references": torch.cat(refs, dim=1).float() if refs else latents[:, :0].float(),
-            "kinds": kinds,
+            "references": torch.cat(refs, dim=1) if refs else latents[:, :0],
+            "kinds": clip.kinds,
         }
         for key in ("latents", "speak_audio", "listen_audio", "text", "cue_text", "references"):
             if not torch.isfinite(out[key]).all():
-                raise ClipError(f"{clip_dir}: non-finite {key} after encoding")
+                raise ClipError(f"{clip.clip_dir}: non-finite {key} after encoding")
         return out
 
-    def _cues(self, clip_dir: Path, n_lat: int, like: torch.Tensor, mirror: bool = False):
+    def _cues(self, spans: list[tuple[int, int, str]], n_lat: int, like: torch.Tensor):
         """Encoded cue prompts (S, Lt, D), their masks (S, Lt) and the cue of each latent frame
         (F,), -1 for none: latent f follows the cue covering video frame 4f + 2, the middle of
-        the frames it holds. ``like`` (1, Lt, D): the caption's features (shape of no cues)."""
-        spans = [(a, b, _sided(text, mirror)) for a, b, text in _cue_spans(clip_dir)]
+        the frames it holds. ``spans``: (start frame, end frame, text) of the clip's cues;
+        ``like`` (1, Lt, D): the caption's features (shape of no cues)."""
         index = torch.full((n_lat,), -1, dtype=torch.int64)
         texts: list[str] = []
         for f in range(n_lat):
@@ -329,14 +373,17 @@ def encode_dataset(
         next_shard += 1
         pending, pending_index = {}, []
 
-    for i, (entry, mirror) in enumerate(todo):
+    reads = _read_ahead(encoder.read, [(cfg.data / e["dir"], m) for e, m in todo], cfg.prefetch)
+    for i, ((entry, mirror), clip) in enumerate(zip(todo, reads, strict=True)):
         if parted and cfg.on_error == "fail" and any(cfg.out.glob("errors.part-*.jsonl")):
             failure = _Stopped("stopped: another rank met a bad clip")
             break  # in fail mode an error part means a fatal clip on some rank
         clip_dir = cfg.data / entry["dir"]
         category = MODE_TO_CATEGORY.get(entry.get("mode", ""), "conversation")
         try:
-            enc = encoder(clip_dir, category, mirror=mirror)
+            if isinstance(clip, ClipError):
+                raise clip
+            enc = encoder.encode(clip)
         except ClipError as err:
             with errors_path.open("a") as fh:
                 fh.write(json.dumps({"clip": entry["dir"], "mirror": mirror,
@@ -360,12 +407,42 @@ def encode_dataset(
             flush()
         if progress is not None:
             progress(i + 1, len(todo))
+    reads.close()  # stops reading ahead after a fatal clip
     flush()  # clips encoded before a fatal one are kept
     if parted:
         report, failure = _gather(report, failure, cfg.out, order, rank)
     if failure is not None:
         raise failure
     return report
+
+
+def _read_ahead(
+    read: Callable[[Path, bool], ClipInputs], items: list[tuple[Path, bool]], ahead: int
+) -> Iterator[ClipInputs | ClipError]:
+    """``read(*item)`` of every item in order, or the `ClipError` it raised; up to ``ahead``
+    items are read on a background thread before they are asked for."""
+
+    def attempt(item: tuple[Path, bool]) -> ClipInputs | ClipError:
+        try:
+            return read(*item)
+        except ClipError as err:
+            return err
+
+    if ahead == 0:
+        yield from map(attempt, items)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="encode-read") as pool:
+        rest = iter(items)
+        queue = deque(pool.submit(attempt, item) for item in islice(rest, ahead))
+        try:
+            while queue:
+                clip = queue.popleft().result()
+                for item in islice(rest, 1):
+                    queue.append(pool.submit(attempt, item))
+                yield clip
+        finally:  # closed early: drop the reads not yet started
+            for future in queue:
+                future.cancel()
 
 
 def _gather(report: EncodeReport, failure, out: Path, order: dict, rank: int):

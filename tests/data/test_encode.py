@@ -343,3 +343,31 @@ def test_encode_under_torchrun_writes_what_one_process_writes(stage_data, tmp_pa
     )
     assert kept <= {"clips/000000", "clips/000002"}  # what rank 0 finished before it stopped
     assert "000001" in (tmp_path / "bad" / "errors.jsonl").read_text()
+
+
+def test_reading_ahead_changes_nothing(stage_data, tmp_path):
+    """Clips read ahead on a thread: the same cache, the same bad clips reported, in order."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(stage_data / "data", data)
+    (data / "clips" / "000001" / "listen.wav").write_bytes(b"RIFF....WAVE")
+    enc = encoder(stage_data / "bundle")
+    reports = {}
+    for ahead in (0, 1, 4):
+        cfg = EncodeConfig(data=data, out=tmp_path / f"c{ahead}", shard_clips=1, prefetch=ahead,
+                           mirror=True)  # fmt: skip
+        reports[ahead] = encode_dataset(cfg, enc)
+    assert reports[0].encoded == 4 and len(reports[0].skipped) == 2
+    for ahead in (1, 4):
+        assert reports[ahead].skipped == reports[0].skipped
+        _assert_same_cache(
+            _cache_contents(tmp_path / f"c{ahead}"), _cache_contents(tmp_path / "c0")
+        )
+    # a fatal clip stops the reading ahead; the clip before it is kept
+    cfg = EncodeConfig(data=data, out=tmp_path / "fatal", on_error="fail", prefetch=4)
+    with pytest.raises(ClipError, match="listen.wav"):
+        encode_dataset(cfg, enc)
+    assert len(CachedDataset(tmp_path / "fatal", frames=4)) == 1
+    with pytest.raises(ValueError, match="prefetch"):
+        EncodeConfig(data=data, out=tmp_path / "x", prefetch=-1)
