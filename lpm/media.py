@@ -15,6 +15,28 @@ import cv2
 import numpy as np
 
 
+def check_mp4_path(path: str | Path) -> Path:
+    """``path`` as a place an mp4 can be written to, checked before any work is spent on it.
+
+    Raises:
+        ValueError: the path is a directory, does not end in ``.mp4``, or sits under a file or a
+            directory this process cannot write to.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory: name the output file, e.g. {path / 'out.mp4'}")
+    if path.suffix.lower() != ".mp4":
+        raise ValueError(f"{path}: the output is an H.264 + AAC mp4, so name it NAME.mp4")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: {parent} is not writable")
+    return path
+
+
 def write_mp4(
     path: str | Path,
     frames: np.ndarray,
@@ -35,7 +57,7 @@ def write_mp4(
         raise ValueError("cannot write a video with no frames")
     if h % 2 or w % 2:
         raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
-    path = Path(path)
+    path = check_mp4_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp.mp4")
     try:

@@ -29,33 +29,61 @@ def _references(specs: list[str]):
     return refs
 
 
+class _StepBar:
+    """A progress bar that appears with the first step, so input errors print without one."""
+
+    def __init__(self, label: str, unit: str) -> None:
+        self._bar = Progress(
+            TextColumn(label),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} " + unit),
+            TimeRemainingColumn(),
+        )
+        self._label, self._task = label, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._task is None:
+            self._bar.start()
+            self._task = self._bar.add_task(self._label, total=total)
+        self._bar.update(self._task, completed=done, total=total)
+
+    def __enter__(self) -> _StepBar:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._task is not None:
+            self._bar.stop()
+
+
 def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device):
     from lpm.inference import ModelBundle
+    from lpm.inference.pipeline import fit_audio
     from lpm.inference.streaming import generate_online
     from lpm.media import read_image
     from lpm.models.audio import load_audio
 
+    first = read_image(image)
     bundle = ModelBundle.load(bundle_dir, device=device)
     sr = bundle.spec.sample_rate
     waves = [load_audio(p, sr, allow_silent=True) if p else None for p in (speak, listen)]
-    if seconds is None:
+    if seconds is not None:
+        waves = [None if w is None else fit_audio(w, seconds, sr) for w in waves]
+    else:
         lengths = [len(w) for w in waves if w is not None]
         if not lengths:
             raise ValueError("give speak or listen audio, or --seconds for a silent (idle) video")
         seconds = max(lengths) / sr
-    with Progress(TextColumn("streaming"), BarColumn(),
-                  TextColumn("{task.completed}/{task.total} chunks")) as bar:  # fmt: skip
-        task = bar.add_task("stream", total=None)
+    with _StepBar("streaming", "chunks") as bar:
         return generate_online(
             bundle,
-            read_image(image),
+            first,
             speak_audio=waves[0],
             listen_audio=waves[1],
             seconds=seconds,
             script=segments,
             references=refs,
             seed=seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            progress=bar,
         )
 
 
@@ -91,7 +119,7 @@ def generate(
     """Generate a video offline (Base LPM). With no model named, the shipped lpm-nano is used;
     with no inputs at all, the shipped demo (a held-out character speaking and listening)."""
     from lpm.inference import Pipeline, load_script, shipped_bundle_path
-    from lpm.media import read_image
+    from lpm.media import check_mp4_path, read_image
 
     try:
         bundle_dir = model or shipped_bundle_path("lpm-nano-online" if online else "lpm-nano")
@@ -103,6 +131,7 @@ def generate(
             typer.echo(f"no inputs given: generating the shipped demo ({demo.image.parent})")
         if image is None:
             raise typer.BadParameter("give --image CHARACTER.png", param_hint="--image")
+        check_mp4_path(out)
         segments = load_script(script) if script else []
         if online:
             video = _online(bundle_dir, image, speak, listen, segments, _references(ref), seconds,
@@ -110,20 +139,15 @@ def generate(
             path = video.save(out)
             typer.echo(f"wrote {path} ({len(video.frames)} frames, online)")
             return
+        first, refs = read_image(image), _references(ref)
         pipe = Pipeline.from_pretrained(bundle_dir, device=device)
-        with Progress(
-            TextColumn("generating"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} steps"),
-            TimeRemainingColumn(),
-        ) as bar:
-            task = bar.add_task("generate", total=None)
+        with _StepBar("generating", "steps") as bar:
             video = pipe.generate(
-                read_image(image),
+                first,
                 speak_audio=speak,
                 listen_audio=listen,
                 script=segments,
-                references=_references(ref),
+                references=refs,
                 seconds=seconds,
                 seed=seed,
                 steps=steps,
@@ -133,7 +157,7 @@ def generate(
                 cue_min_sigma=cue_min_sigma,
                 solver=solver,
                 context_sigma=context_sigma,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                progress=bar,
             )
         path = video.save(out)
     except (FileNotFoundError, ValueError) as err:

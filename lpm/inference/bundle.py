@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from lpm.device import resolve_device
 from lpm.inference.chunk_step import OnlineSchedule
 from lpm.models.dit.checkpoint import atomic_directory, load_lpm_checkpoint, save_lpm_checkpoint
 from lpm.models.dit.model import LPMTransformer
@@ -255,6 +256,7 @@ class ModelBundle:
         """Load every component of a bundle directory (fp32 on ``device``)."""
         from lpm.models.vae import LightDecoder, LightDecoderConfig
 
+        device = resolve_device(device)
         root = Path(directory)
         if not (root / "bundle.json").is_file():
             raise FileNotFoundError(
@@ -293,6 +295,7 @@ def load_encoders(directory: str | Path, *, device: str | torch.device = "cpu"):
     """(spec, vae, text encoder, audio encoder) of a bundle, without loading its transformer."""
     from lpm.models.dit.checkpoint import load_lpm_config
 
+    device = resolve_device(device)
     root = Path(directory)
     if not (root / "bundle.json").is_file():
         raise FileNotFoundError(f"{root} is not an LPM bundle: it has no bundle.json")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lpm.device import resolve_device
 from lpm.diffusion import add_noise, flow_sigmas, sample
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.denoise import SegmentConditions, guided_velocity
@@ -155,12 +156,21 @@ class PreparedVideo:
     """Video frames (n_latents * temporal compression)."""
 
 
+def fit_audio(wave: np.ndarray, seconds: float, sample_rate: int) -> np.ndarray:
+    """``wave`` cut to ``seconds``, or looped up to it when shorter (``--seconds``)."""
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    n = round(seconds * sample_rate)
+    reps = -(-n // max(1, len(wave)))
+    return np.tile(wave, reps)[:n]
+
+
 class Pipeline:
     """Offline generation with a `ModelBundle`; `lpm generate` is a thin layer over it."""
 
     def __init__(self, bundle: ModelBundle, device: str | torch.device = "cpu") -> None:
         self.bundle = bundle.eval()
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         for module in bundle.modules().values():
             module.to(self.device)
 
@@ -179,11 +189,7 @@ class Pipeline:
             wave = load_audio(source, sr, allow_silent=True)
         else:
             wave = load_audio(np.asarray(source, np.float32), sr, source_sr=sr, allow_silent=True)
-        if seconds is not None:
-            n = round(seconds * sr)
-            reps = -(-n // max(1, len(wave)))
-            wave = np.tile(wave, reps)[:n]  # loop short audio, cut long audio
-        return wave
+        return wave if seconds is None else fit_audio(wave, seconds, sr)
 
     def _latent_image(self, image: np.ndarray) -> torch.Tensor:
         spec = self.bundle.spec
@@ -343,7 +349,12 @@ class Pipeline:
     ) -> torch.Tensor:
         """Denoise every segment of a prepared video; returns its (1, C, F, h, w) latents."""
         cfg, defaults = self.bundle.cfg, self.bundle.spec.sampling
-        steps = steps or defaults.steps
+        steps = defaults.steps if steps is None else steps
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        shift = defaults.shift if shift is None else shift
+        if shift <= 0:
+            raise ValueError(f"shift must be > 0, got {shift}")
         ctx_sigma = defaults.context_sigma if context_sigma is None else context_sigma
         if not 0.0 <= ctx_sigma < 1.0:
             raise ValueError(f"context_sigma must be in [0, 1), got {ctx_sigma}")
@@ -368,7 +379,7 @@ class Pipeline:
                 cue_scale=defaults.cue_scale if cue_scale is None else cue_scale,
                 cue_min_sigma=defaults.cue_min_sigma if cue_min_sigma is None else cue_min_sigma,
             )
-            sigmas = flow_sigmas(steps, shift=shift or defaults.shift)
+            sigmas = flow_sigmas(steps, shift=shift)
 
             def callback(step, _n, _x, _x0, offset=i * steps):
                 if progress is not None:

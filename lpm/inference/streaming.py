@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from lpm.data.stage.captions import names_action
+from lpm.device import resolve_device
 from lpm.inference.bundle import ModelBundle
 from lpm.inference.chunk_step import ChunkConditions, ChunkStepper, OnlineSchedule
 from lpm.inference.pipeline import (
@@ -100,7 +101,7 @@ class StreamingSession:
         prompt: str = "",
         schedule: OnlineSchedule | None = None,
         seed: int = 0,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
     ) -> None:
         self.bundle = bundle.eval()
         self.cfg = cfg = bundle.cfg
@@ -109,7 +110,9 @@ class StreamingSession:
                 f"model {cfg.name!r} is not an online model (attention={cfg.attention!r}); "
                 "stream with an -online bundle"
             )
-        self.device = torch.device(device)
+        if device is None:  # where the bundle's weights are
+            device = next(bundle.transformer.parameters()).device
+        self.device = resolve_device(device)
         self.schedule = schedule or bundle.spec_online_schedule()
         spec = bundle.spec
         self.sample_rate = spec.sample_rate
@@ -344,6 +347,8 @@ def generate_online(
     """
     from lpm.inference.pipeline import GeneratedVideo
 
+    if not seconds > 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
     session = StreamingSession(bundle, image, references=references, seed=seed)
     sr = bundle.spec.sample_rate
     n_chunks = max(1, int(np.ceil(seconds / bundle.cfg.chunk_seconds - 1e-9)))

@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from lpm.device import resolve_device
+
 log = logging.getLogger(__name__)
 
 
@@ -61,13 +63,12 @@ def init_distributed(device: str | None = None, timeout_s: float = 600.0) -> Dis
     Returns:
         The rank, world size and device of this process.
     """
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device={device!r} must be 'cpu', 'cuda' or None")
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA device is visible")
+    if device is not None and device not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r} must be cpu or cuda (one GPU per rank under torchrun)")
+    dev = resolve_device(device)
+    kind = dev.type
     if not launched_by_torchrun():
-        return DistInfo(device=torch.device(kind, 0) if kind == "cuda" else torch.device("cpu"))
+        return DistInfo(device=dev)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ["LOCAL_RANK"])
     if kind == "cuda":

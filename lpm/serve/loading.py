@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from lpm.device import resolve_device
 from lpm.inference import ModelBundle, shipped_bundle_path
 from lpm.inference.bundle import untrained_bundle
 
@@ -33,13 +34,15 @@ def load_served_model(
         FileNotFoundError: no directory given and no trained lpm-nano-online ships with lpm.
         ValueError: the bundle is not an online (chunk-causal) model.
     """
+    device = resolve_device(device)
     if random_weights:
         if model is not None:
             raise ValueError("give either --model DIR or --random-weights, not both")
         log.warning("serving lpm-nano-online with RANDOM weights: speed is real, motion is not")
-        return ServedModel(
-            untrained_bundle(SHIPPED_ONLINE, size=size), f"{SHIPPED_ONLINE} (random weights)", True
-        )
+        bundle = untrained_bundle(SHIPPED_ONLINE, size=size)
+        for module in bundle.modules().values():
+            module.to(device)
+        return ServedModel(bundle, f"{SHIPPED_ONLINE} (random weights)", True)
     if model is None:
         try:
             model = shipped_bundle_path(SHIPPED_ONLINE)

@@ -70,3 +70,55 @@ def test_generate_without_inputs_renders_the_shipped_demo(tmp_path):
     assert "demo" in res.output
     frames, fps = read_video(tmp_path / "demo.mp4")
     assert fps == 24 and frames.shape[0] == 24
+
+
+def test_generate_rejects_bad_settings_before_any_work(tmp_path):
+    """Each bad setting stops with its own message, before a progress bar or a file appears."""
+    image, speak, _ = inputs(tmp_path)
+    tiny_bundle().save(tmp_path / "offline")
+    online_bundle().save(tmp_path / "online")
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    base = ["generate", "--image", str(image), "--speak", str(speak)]
+    cases = [
+        (["--model", "offline", "--steps", "0"], "steps must be >= 1"),
+        (["--model", "offline", "--seconds", "-1"], "seconds must be > 0"),
+        (["--model", "online", "--online", "--seconds", "-1"], "seconds must be > 0"),
+        (["--model", "offline", "--device", "tpu"], "use cpu, cuda or cuda:N"),
+        (["--model", "offline", "--out", "somedir"], "is a directory"),
+        (["--model", "offline", "--out", "x.txt"], "name it NAME.mp4"),
+        (["--model", "offline", "--out", "afile/x.mp4"], "is a file, not a directory"),
+    ]
+    runner = CliRunner()
+    for extra, message in cases:
+        args = [str(tmp_path / a) if a in ("offline", "online", "somedir", "x.txt",
+                                           "afile/x.mp4") else a for a in extra]  # fmt: skip
+        if "--out" not in extra:
+            args += ["--out", str(tmp_path / "never.mp4")]
+        res = runner.invoke(app, base + args)
+        assert res.exit_code == 2, (extra, res.output)
+        assert message in res.output, (extra, res.output)
+        assert "generating" not in res.output and "streaming" not in res.output, res.output
+    assert not (tmp_path / "never.mp4").exists() and not (tmp_path / "x.txt").exists()
+    assert sorted(p.name for p in (tmp_path / "somedir").iterdir()) == []
+
+
+def test_generate_online_loops_short_audio_to_the_asked_seconds(tmp_path):
+    image, speak, _ = inputs(tmp_path)  # 1.4 s of speech
+    online_bundle().save(tmp_path / "online")
+    res = CliRunner().invoke(app, ["generate", "--online", "--model", str(tmp_path / "online"),
+                                   "--image", str(image), "--speak", str(speak), "--seconds",
+                                   "3", "--out", str(tmp_path / "c.mp4")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    audio = _audio_track(tmp_path / "c.mp4")
+    second = audio[16000 * 2 : 16000 * 2 + 8000]  # inside the loop's second pass
+    assert abs(second).max() > 0.05, "the speech must loop, not fall silent after 1.4 s"
+
+
+def _audio_track(path):
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        chunks = [f.to_ndarray().reshape(-1) for f in container.decode(audio=0)]
+    return np.concatenate(chunks)

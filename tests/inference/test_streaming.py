@@ -278,3 +278,16 @@ def test_a_speech_decoder_looks_ahead_only_into_audio_that_has_arrived():
         online_bundle().light_decoder is not None
         and session(online_bundle()).chunk_speech(cond) is None
     )  # a light decoder reads no speech
+
+
+@pytest.mark.gpu
+def test_stream_on_a_gpu_follows_the_bundle_and_matches_the_cpu():
+    """A session streams on the device its bundle was loaded to (``lpm serve --device cuda``)."""
+    bundle = online_bundle()
+    cpu = [c.frames for c in session(bundle).chunks(2)]
+    for module in bundle.modules().values():
+        module.to("cuda")
+    s = session(bundle)
+    assert s.device.type == "cuda"
+    gpu = [c.frames for c in s.chunks(2, pipelined=True, lookahead=1)]
+    assert all(np.abs(x.astype(int) - y).max() <= 8 for x, y in zip(cpu, gpu, strict=True))

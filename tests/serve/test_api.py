@@ -82,3 +82,11 @@ def test_bearer_token_and_session_key(tiny_model):
         bad = f"ws://127.0.0.1:{srv.port}/v1/sessions/{created['id']}/ws?key=nope"
         with pytest.raises((InvalidStatus, WebSocketException)), connect(bad) as ws:
             ws.recv(timeout=5)
+
+
+@pytest.mark.parametrize("random_weights", [True, False])
+def test_serve_device_is_checked_before_loading(random_weights):
+    from lpm.serve.loading import load_served_model
+
+    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+        load_served_model(None, random_weights=random_weights, device="tpu")

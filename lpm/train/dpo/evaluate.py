@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from lpm.device import resolve_device
 from lpm.train.dpo.data import CandidateSet, PairSet
 from lpm.train.dpo.loss import diffusion_dpo_loss
 from lpm.train.dpo.problem import pair_errors, pair_inputs
@@ -84,7 +85,7 @@ def evaluate_run(
     from lpm.models.dit.checkpoint import load_lpm_checkpoint
     from lpm.train.dpo.trainer import load_reference, select_run_pairs
 
-    run_dir, dev = Path(run_dir), torch.device(device)
+    run_dir, dev = Path(run_dir), resolve_device(device)
     if not (run_dir / "recipe.json").is_file() or not (run_dir / "run.json").is_file():
         raise FileNotFoundError(f"{run_dir} is not a DPO run directory (no recipe.json/run.json)")
     recipe = DPORecipe.from_dict(json.loads((run_dir / "recipe.json").read_text()))

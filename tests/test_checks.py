@@ -1,0 +1,52 @@
+"""Checks made before any work: a ``--device`` value against the machine, an output path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lpm.device import resolve_device
+
+
+def test_cpu_and_default():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    want = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert resolve_device(None) == want
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [("tpu", "is not a device"), ("cuda:x", "is not a device"), ("mps", "is not supported")],
+)
+def test_names_that_are_not_devices(name, message):
+    with pytest.raises(ValueError, match=message):
+        resolve_device(name)
+
+
+def test_a_gpu_this_machine_lacks_says_why(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ValueError, match="built without CUDA.*--device cpu"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ValueError, match="no GPU is visible.*CUDA_VISIBLE_DEVICES=''"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(ValueError, match="has 2 GPU"):
+        resolve_device("cuda:2")
+
+
+def test_check_mp4_path(tmp_path):
+    from lpm.media import check_mp4_path
+
+    assert check_mp4_path(tmp_path / "new" / "deeper" / "a.MP4").name == "a.MP4"
+    with pytest.raises(ValueError, match="is a directory"):
+        check_mp4_path(tmp_path)
+    with pytest.raises(ValueError, match="NAME.mp4"):
+        check_mp4_path(tmp_path / "a.avi")
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        check_mp4_path(tmp_path / "f" / "a.mp4")
