@@ -30,7 +30,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if torch.version.cuda is None:
         raise ValueError(
             f"device {device!r} was asked for, but this PyTorch ({torch.__version__}) is built "
-            "without CUDA: install a CUDA build of torch, or use --device cpu"
+            "without CUDA: install a CUDA build of torch, or use the cpu device"
         )
     count = torch.cuda.device_count()
     if count == 0:

@@ -87,6 +87,10 @@ class RunConfig:
             raise ValueError(f"--videos {self.videos} is not a directory")
         if self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} is a file; give a directory for the run")
         if self.system == TRUTH_SYSTEM:
             raise ValueError(f"system name {TRUTH_SYSTEM!r} is reserved for the ground truth")
 

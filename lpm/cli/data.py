@@ -92,18 +92,21 @@ def encode(
             prefetch = 2 if device == "cuda" else 0
         cfg = EncodeConfig(data=data, out=out, shard_clips=shard_clips, on_error=on_error,
                            mirror=mirror, prefetch=prefetch)  # fmt: skip
-        bar = tqdm(desc="encode", unit="clip", disable=not (progress and dist_info.is_main))
+        bars = []  # the bar appears with the first clip, so an input error prints alone
 
         def tick(done: int, total: int) -> None:
-            bar.total = total
-            bar.n = done
-            bar.refresh()
+            if not bars:
+                bars.append(tqdm(desc="encode", unit="clip", total=total,
+                                 disable=not (progress and dist_info.is_main)))  # fmt: skip
+            bars[0].total, bars[0].n = total, done
+            bars[0].refresh()
 
         report = encode_dataset(
             cfg, ClipEncoder(vae, text, audio, spec.sample_rate), tick,
             rank=dist_info.rank, world_size=dist_info.world_size,
         )  # fmt: skip
-        bar.close()
+        for bar in bars:
+            bar.close()
     except (FileNotFoundError, ValueError, ClipError) as err:
         teardown_distributed()
         typer.echo(f"error: {err}", err=True)

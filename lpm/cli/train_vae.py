@@ -17,6 +17,7 @@ def train_vae(
     """Train the tiny Wan VAE, measure its latent statistics, distil the light decoder."""
     from tqdm import tqdm
 
+    from lpm.device import resolve_device
     from lpm.train.vae import VaeRecipe, run_vae_recipe
 
     fields = {f.name: f for f in dataclasses.fields(VaeRecipe)}
@@ -33,6 +34,7 @@ def train_vae(
             values[key] = raw  # a path or a name
     try:
         recipe = VaeRecipe(**values)
+        resolve_device(recipe.device)
     except (TypeError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
     total = recipe.vae_steps

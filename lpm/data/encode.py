@@ -106,6 +106,8 @@ class EncodeConfig:
             raise ValueError(f"prefetch={self.prefetch} must be >= 0")
         if self.on_error not in ("skip", "fail"):
             raise ValueError(f"on_error={self.on_error!r} must be 'skip' or 'fail'")
+        if self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"--out {self.out} is a file; give a directory for the cache")
 
 
 @dataclass
@@ -301,7 +303,9 @@ def _caption(clip_dir: Path) -> str:
 def _manifest(data: Path) -> list[dict]:
     path = data / "manifest.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{data} has no manifest.jsonl; build one with `lpm data stage`")
+        raise FileNotFoundError(
+            f"{data} has no manifest.jsonl; build one with `lpm data stage` or `lpm data prep`"
+        )
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     try:
         return [json.loads(ln) for ln in lines]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from lpm.device import resolve_device
 from lpm.models.serialization import save_module
 from lpm.models.vae import (
     LightDecoder,
@@ -448,9 +449,7 @@ def train_nano_vae(recipe: VaeRecipe, progress: ProgressFn | None = None) -> Nan
     from lpm.train.conditioning import motion_weights
 
     torch.manual_seed(recipe.seed)
-    device = torch.device(recipe.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={recipe.device!r}, but this machine has no CUDA GPU: use cpu")
+    device = resolve_device(recipe.device)
     batches = _stage_steps(recipe)  # workers fork before CUDA
     vae = (warm_start_nano_vae(recipe) if recipe.init else NanoVAE(recipe.nano_config())).train()
     vae = vae.to(device)
@@ -633,6 +632,7 @@ def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = N
     from lpm.models.dit.checkpoint import atomic_directory
     from lpm.models.vae import load_vae
 
+    resolve_device(recipe.device)  # a GPU this machine lacks stops the run before it writes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

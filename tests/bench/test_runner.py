@@ -76,6 +76,11 @@ def test_run_config_errors(tmp_path, bundle_dir):
         run_suite(cfg, backend=StageBackend(random_probes()))
     with pytest.raises(ValueError, match="exactly one of"):
         RunConfig(suite="stage-mini", out=tmp_path)
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        RunConfig(suite="stage-mini", out=tmp_path, model=bundle_dir, steps=0)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        RunConfig(suite="stage-mini", out=tmp_path / "afile", model=bundle_dir)
     with pytest.raises(FileNotFoundError, match="no video found"):
         empty = tmp_path / "empty"
         empty.mkdir()

@@ -234,6 +234,13 @@ def test_encode_cli(stage_data, tmp_path):
                                        "--out", str(tmp_path / "c2"), "--model",
                                        str(stage_data / "bundle")])  # fmt: skip
     assert missing.exit_code == 2 and "manifest.jsonl" in missing.output
+    assert "encode" not in missing.output.split("error:")[0], "no progress bar before the error"
+    (tmp_path / "afile").write_text("keep")
+    onto_file = CliRunner().invoke(app, ["data", "encode", "--data", str(one), "--out",
+                                         str(tmp_path / "afile"), "--model",
+                                         str(stage_data / "bundle")])  # fmt: skip
+    assert onto_file.exit_code == 2 and "is a file" in onto_file.output
+    assert (tmp_path / "afile").read_text() == "keep"
 
 
 def _cache_contents(cache_dir) -> list[tuple[dict, dict[str, torch.Tensor]]]:

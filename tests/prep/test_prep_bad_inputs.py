@@ -62,3 +62,14 @@ def test_bad_inputs_skipped_good_one_kept(bad_dir, raw_scenes, tmp_path):
     assert reasons["cut.mp4"] in ("unreadable", "no_frames")
     assert "good.mp4" not in reasons and not summary["errors"]
     assert summary["funnel"]["filtered"][0] >= 1  # the good source went through
+
+
+@pytest.mark.parametrize("what", ["missing", "no videos"])
+def test_an_input_with_nothing_to_prep_stops_before_writing(tmp_path, what):
+    source = tmp_path / "in"
+    if what == "no videos":
+        source.mkdir()
+        (source / "notes.txt").write_text("no footage here")
+    with pytest.raises(FileNotFoundError, match="no video files" if what == "no videos" else "nei"):
+        run_local(source, tmp_path / "out", PrepConfig(), progress=False)
+    assert not (tmp_path / "out").exists()

@@ -132,6 +132,7 @@ def test_resume_refuses_other_settings(tmp_path):
         ({"resolution": 33}, "resolution"),
         ({"seconds": 0}, "seconds"),
         ({"clips": -1}, "clips"),
+        ({"clips": 0}, "clips must be >= 1"),
         ({"split": "test"}, "split"),
         ({"backend": "x"}, "backend"),
     ],

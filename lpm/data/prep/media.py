@@ -185,7 +185,15 @@ def list_inputs(input_path: str | Path) -> list[Path]:
         manifest = p / "manifest.jsonl"
         if manifest.is_file():
             return list_inputs(manifest)
-        return sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES)
+        found = sorted(
+            q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in VIDEO_SUFFIXES
+        )
+        if not found:
+            raise FileNotFoundError(
+                f"--input {p} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))}) "
+                "and no manifest.jsonl"
+            )
+        return found
     if p.suffix == ".jsonl":
         out = []
         for line in p.read_text().splitlines():

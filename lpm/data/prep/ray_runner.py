@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from lpm.data.prep.config import PrepConfig
+from lpm.data.prep.media import list_inputs
 from lpm.data.prep.runner import _finish, finalize, pending_inputs, prepare_out, run_one
 
 
@@ -37,6 +38,7 @@ def run_ray(
     except ImportError as err:
         raise ImportError("the Ray runner needs ray: pip install 'lpm[ray]'") from err
     out = Path(out)
+    list_inputs(input_path)  # a missing or empty input stops the run before it writes
     prepare_out(out, cfg)
     todo = pending_inputs(input_path, out)
     started = False

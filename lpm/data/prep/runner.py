@@ -159,6 +159,7 @@ def run_local(
 ) -> dict:
     """Process every source under `input_path` into `out` (resumable); returns a summary."""
     out = Path(out)
+    list_inputs(input_path)  # a missing or empty input stops the run before it writes
     prepare_out(out, cfg)
     todo = pending_inputs(input_path, out)
     last = ORDER.index(cfg.until)

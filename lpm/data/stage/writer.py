@@ -114,8 +114,8 @@ class StageDatasetConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
-        if self.clips < 0:
-            raise ValueError(f"clips must be >= 0, got {self.clips}")
+        if self.clips < 1:
+            raise ValueError(f"clips must be >= 1, got {self.clips}")
         if not (0.5 <= self.seconds <= 600):
             raise ValueError(f"seconds must be between 0.5 and 600, got {self.seconds}")
         if self.resolution < 32 or self.resolution % 2:
