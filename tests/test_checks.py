@@ -1,4 +1,4 @@
-"""Checks made before any work: a ``--device`` value against the machine, an output path."""
+"""Checks made before any work (a ``--device`` value, an output path) and how warnings print."""
 
 from __future__ import annotations
 
@@ -50,3 +50,13 @@ def test_check_mp4_path(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         check_mp4_path(tmp_path / "f" / "a.mp4")
+
+
+def test_lpm_warnings_print_as_one_line():
+    from lpm.cli.main import _format_warning
+    from lpm.models.audio.io import ClippedAudioWarning
+
+    line = _format_warning("audio a.wav looks clipped", ClippedAudioWarning, "/x/io.py", 3)
+    assert line == "warning: audio a.wav looks clipped\n"
+    other = _format_warning("old API", DeprecationWarning, "/x/other.py", 7, line="")
+    assert "/x/other.py:7" in other

@@ -6,6 +6,8 @@ objects from configs and calls the library.
 
 from __future__ import annotations
 
+import warnings
+
 import typer
 
 from lpm.cli import bench, convert, data, model
@@ -35,7 +37,18 @@ app.command("generate")(generate)
 app.command("serve")(serve)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """lpm's own warnings (a clipped audio file, ...) read as one line, not as a source line."""
+    if category.__module__.startswith("lpm."):
+        return f"warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
+_python_format_warning = warnings.formatwarning
+
+
 def main() -> None:
+    warnings.formatwarning = _format_warning
     app()
 
 
