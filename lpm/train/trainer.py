@@ -128,6 +128,39 @@ def action_balance(dataset: Dataset, recipe: TrainRecipe) -> list[int]:
     )
 
 
+#: Recipe fields a resumed run may change: how long it trains, and how, not what it learns.
+RESUMABLE_CHANGES = frozenset({
+    "steps", "checkpoint_every", "keep_checkpoints", "log_every", "micro_batch_size",
+    "mixed_precision", "activation_checkpointing", "compile",
+})  # fmt: skip
+
+
+def _changed_fields(saved_path: Path, asked_json: str) -> list[str]:
+    """``field: saved -> asked`` for each recipe field a resume may not change."""
+    if not saved_path.is_file():
+        return []
+    saved, asked = _flatten(json.loads(saved_path.read_text())), _flatten(json.loads(asked_json))
+    return [
+        f"{key}: {saved[key]!r} -> {asked[key]!r}"
+        for key in sorted(saved.keys() & asked.keys())  # a field newer than the run is skipped
+        if saved[key] != asked[key] and key.rsplit(".", 1)[-1] not in RESUMABLE_CHANGES
+    ]
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to the leaves of a recipe's JSON (list items of a named stage by name)."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        items = ((str(v.get("name", i)), v) for i, v in enumerate(value))
+    else:
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, child in items:
+        out.update(_flatten(child, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 class StepLoop:
     """The training loop shared by `Trainer` and the distillation trainer.
 
@@ -187,13 +220,28 @@ class StepLoop:
         """Restore state beyond model/optimizer/EMA/scheduler/sampler after a resume."""
 
     def _prepare_run_dir(self, resume: bool) -> None:
-        """Write recipe.json + run.json, or resume from the latest complete checkpoint."""
+        """Write recipe.json + run.json, or resume from the latest complete checkpoint.
+
+        A resumed run keeps its recipe: only step counts and settings that do not change what
+        is learnt (checkpoint and log intervals, micro-batches, precision, activation
+        checkpointing, compilation) may differ from the saved ``recipe.json``.
+        """
         existing = latest_checkpoint(self.run_dir)
         if existing is not None and not resume:
             raise ValueError(
                 f"{self.run_dir} already holds checkpoints (latest {existing.name}); pass --resume "
                 "to continue it or choose another --out"
             )
+        if existing is not None:
+            changed = _changed_fields(self.run_dir / "recipe.json", self.recipe.to_json())
+            if changed:
+                raise ValueError(
+                    f"{self.run_dir} was trained with another recipe, so it cannot be resumed "
+                    f"with this one: {'; '.join(changed)}. Resume with the run's own --recipe "
+                    "and --set values (its recipe.json), or start a new run with another --out"
+                )
+        elif resume:
+            log.info("no checkpoint in %s yet: starting at step 0", self.run_dir)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "recipe.json").write_text(self.recipe.to_json())
@@ -254,8 +302,12 @@ class StepLoop:
             if bar is not None:
                 bar.close()
         elapsed = time.perf_counter() - start
+        if record is None:  # a finished run resumed: its last logged loss
+            log.info("%s is at step %d of %d: nothing to train", self.run_dir, self.step, total)
+            past = self.metrics.read() if self.metrics.path.exists() else []
+            record = past[-1] if past else {"loss": float("nan")}
         return TrainResult(
-            steps=self.step, final_loss=record["loss"] if record else float("nan"),
+            steps=self.step, final_loss=record["loss"],
             steps_per_s=(self.step - start_step) / max(elapsed, 1e-9),
             checkpoint=path or latest_checkpoint(self.run_dir),
         )  # fmt: skip

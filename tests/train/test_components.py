@@ -227,6 +227,18 @@ def test_run_dir_metrics_plots_and_checkpoint_round_trip(tmp_path):
     with pytest.raises(ValueError, match="--resume"):
         Trainer(recipe, run, dist_info=SINGLE, progress=False)
     assert latest_checkpoint(run).name == "step-00000006"
+    done = resumed.fit()  # already at its last step: the loss it ended on, nothing trained
+    assert done.steps == 6 and done.final_loss == result.final_loss
+    other = tiny("steps=6", "checkpoint_every=3", "keep_checkpoints=1", "lr=0.5", "seed=3")
+    with pytest.raises(ValueError, match=r"another recipe.*lr: .* -> 0\.5; seed: 0 -> 3"):
+        Trainer(other, run, dist_info=SINGLE, progress=False, resume=True)
+    saved = (run / "recipe.json").read_text()
+    longer = tiny("steps=8", "checkpoint_every=4", "keep_checkpoints=1")  # may change on resume
+    assert Trainer(longer, run, dist_info=SINGLE, progress=False, resume=True).fit().steps == 8
+    assert (
+        json.loads(saved)["steps"] == 6
+        and json.loads((run / "recipe.json").read_text())["steps"] == 8
+    )
 
 
 def test_partial_checkpoints_are_ignored(tmp_path):
