@@ -623,6 +623,33 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * np.log10(1.0 / max(mse, 1e-10)))
 
 
+VAE_RECIPE_FILE = "train_recipe.json"
+"""The recipe a finished ``out/vae`` was trained with, beside its weights."""
+
+#: Recipe fields a rerun may change and still reuse a finished VAE (where and how fast it runs,
+#: and the light decoder, which is trained afresh on every run).
+_REUSE_MAY_CHANGE = frozenset({"device", "workers", "decoder_steps"})
+
+
+def _check_reused_vae(vae_dir: Path, recipe: VaeRecipe) -> None:
+    """Refuse to reuse ``vae_dir`` under a recipe that would have trained another VAE."""
+    saved_path = vae_dir / VAE_RECIPE_FILE
+    if not saved_path.is_file():
+        log.warning("%s has no %s: reused without checking its recipe", vae_dir, VAE_RECIPE_FILE)
+        return
+    saved, asked = json.loads(saved_path.read_text()), json.loads(json.dumps(asdict(recipe)))
+    changed = [
+        f"{key}: {saved[key]!r} -> {asked[key]!r}"
+        for key in sorted(saved.keys() & asked.keys())
+        if saved[key] != asked[key] and key not in _REUSE_MAY_CHANGE
+    ]
+    if changed:
+        raise ValueError(
+            f"{vae_dir} holds a VAE trained with another recipe ({'; '.join(changed)}); "
+            f"rerun with its recipe ({saved_path}), or give another --out"
+        )
+
+
 def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = None) -> dict:
     """Train VAE + statistics + light decoder; save them (diffusers/safetensors) under ``out``.
 
@@ -637,6 +664,7 @@ def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = N
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if (out / "vae" / "config.json").is_file():
+        _check_reused_vae(out / "vae", recipe)
         log.info("reusing the finished VAE in %s", out / "vae")
         vae = load_vae(out / "vae").eval()
     else:
@@ -650,6 +678,7 @@ def run_vae_recipe(recipe: VaeRecipe, out: Path, progress: ProgressFn | None = N
                 vae.save(tmp)
             else:
                 vae.model.save_pretrained(tmp, safe_serialization=True)
+            (tmp / VAE_RECIPE_FILE).write_text(json.dumps(asdict(recipe), indent=2))
     decoder = None
     if recipe.decoder_steps and recipe.kind == "wan":  # the nano decoder is light already
         decoder = train_light_decoder(vae, recipe, progress)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -54,6 +55,10 @@ def test_vae_recipe_saves_vae_first_and_reuses_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(vae_mod, "train_nano_vae", no_training)
     run_vae_recipe(recipe, tmp_path)
+    assert (tmp_path / "vae" / "model.safetensors").read_bytes() == before
+    run_vae_recipe(dataclasses.replace(recipe, workers=0, decoder_steps=3), tmp_path)
+    with pytest.raises(ValueError, match=r"another recipe \(lr: 0.001 -> 0.002; size: 32 -> 64\)"):
+        run_vae_recipe(dataclasses.replace(recipe, lr=2e-3, size=64), tmp_path)
     assert (tmp_path / "vae" / "model.safetensors").read_bytes() == before
 
 
