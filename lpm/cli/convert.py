@@ -35,30 +35,21 @@ def wan(
     """Convert Wan2.1 T2V/I2V transformer weights into an LPM checkpoint (audio modules fresh)."""
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import MofNCompleteColumn, TextColumn
 
+    from lpm.cli.progress import StepBar
     from lpm.models.dit.state_dict_adapter import convert_wan_checkpoint
 
     if dtype not in _DTYPES:
         raise typer.BadParameter(f"{dtype!r} is not one of {', '.join(_DTYPES)}", "--dtype")
     torch_dtype = None if _DTYPES[dtype] is None else getattr(torch, _DTYPES[dtype])
     console = Console(stderr=True)
-    with Progress(
-        TextColumn("reading shards"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.description}"),
-        console=console,
-    ) as bar:
-        task = bar.add_task("", total=None)
-
-        def progress(done: int, total: int, name: str) -> None:
-            bar.update(task, completed=done, total=total, description=name)
-
+    columns = (MofNCompleteColumn(), TextColumn("{task.description}"))
+    with StepBar("reading shards", "shards", columns=columns, console=console) as bar:
         try:
             report = convert_wan_checkpoint(
                 src, out, config=config, dtype=torch_dtype, seed=seed,
-                overwrite=overwrite, progress=progress,
+                overwrite=overwrite, progress=bar,
             )  # fmt: skip
         except (ValueError, FileNotFoundError, FileExistsError) as err:
             console.print(f"[red]error:[/red] {err}", soft_wrap=True)

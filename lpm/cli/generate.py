@@ -6,7 +6,8 @@ import logging
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lpm.cli.progress import StepBar
 
 log = logging.getLogger(__name__)
 
@@ -29,32 +30,6 @@ def _references(specs: list[str]):
     return refs
 
 
-class _StepBar:
-    """A progress bar that appears with the first step, so input errors print without one."""
-
-    def __init__(self, label: str, unit: str) -> None:
-        self._bar = Progress(
-            TextColumn(label),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} " + unit),
-            TimeRemainingColumn(),
-        )
-        self._label, self._task = label, None
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._task is None:
-            self._bar.start()
-            self._task = self._bar.add_task(self._label, total=total)
-        self._bar.update(self._task, completed=done, total=total)
-
-    def __enter__(self) -> _StepBar:
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        if self._task is not None:
-            self._bar.stop()
-
-
 def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device):
     from lpm.inference import ModelBundle
     from lpm.inference.pipeline import fit_audio
@@ -73,7 +48,7 @@ def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, dev
         if not lengths:
             raise ValueError("give speak or listen audio, or --seconds for a silent (idle) video")
         seconds = max(lengths) / sr
-    with _StepBar("streaming", "chunks") as bar:
+    with StepBar("streaming", "chunks") as bar:
         return generate_online(
             bundle,
             first,
@@ -141,7 +116,7 @@ def generate(
             return
         first, refs = read_image(image), _references(ref)
         pipe = Pipeline.from_pretrained(bundle_dir, device=device)
-        with _StepBar("generating", "steps") as bar:
+        with StepBar("generating", "steps") as bar:
             video = pipe.generate(
                 first,
                 speak_audio=speak,
