@@ -37,6 +37,7 @@ from lpm.bench.scoring import (
     truth_readings,
 )
 from lpm.bench.suites import load_suite
+from lpm.device import resolve_device
 
 if TYPE_CHECKING:
     from lpm.inference import ScriptSegment
@@ -73,6 +74,8 @@ class RunConfig:
     """Denoising steps (default: the bundle's)."""
     with_truth: bool = True
     """Also score the ground-truth videos (when the suite has them)."""
+    device: str = "cpu"
+    """Where the model generates (``cpu``, ``cuda``, ``cuda:N``); the probes score on the CPU."""
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -89,6 +92,8 @@ class RunConfig:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
+        if self.model is not None:
+            resolve_device(self.device)
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ValueError(f"--out {self.out} is a file; give a directory for the run")
         if self.system == TRUTH_SYSTEM:
@@ -216,7 +221,7 @@ def run_suite(cfg: RunConfig, *, backend: Backend | None = None, pipeline=None) 
     if cfg.model is not None and pipeline is None and cfg.online:
         from lpm.inference import ModelBundle
 
-        pipeline = ModelBundle.load(cfg.model)
+        pipeline = ModelBundle.load(cfg.model, device=cfg.device)
         if pipeline.spec.online is None and pipeline.refiner is None:
             raise ValueError(
                 f"--online needs an online bundle (a chunk-causal backbone + refiner); "
@@ -225,7 +230,7 @@ def run_suite(cfg: RunConfig, *, backend: Backend | None = None, pipeline=None) 
     elif cfg.model is not None and pipeline is None:
         from lpm.inference import Pipeline
 
-        pipeline = Pipeline.from_pretrained(cfg.model)
+        pipeline = Pipeline.from_pretrained(cfg.model, device=cfg.device)
     _write_run_json(out, cfg, suite.name, system, backend.name, len(cases))
     missing: list[str] = []
     systems = {system}

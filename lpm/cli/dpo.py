@@ -54,6 +54,7 @@ def candidates(
     steps: int | None = typer.Option(None, help="Denoising steps (default: the bundle's)."),
     seed: int = typer.Option(0, help="Candidate k is sampled with seed SEED + k."),
     save_videos: bool = typer.Option(False, help="Also write every candidate as mp4."),
+    device: str = typer.Option("cpu", help="Where the model generates: cpu or cuda."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Generate K candidates per condition and score each per dimension with the probes."""
@@ -63,7 +64,7 @@ def candidates(
     try:
         settings = CandidateSettings(
             model=model, suite=suite, start=start, limit=limit, candidates=count, steps=steps,
-            seed=seed, save_videos=save_videos, progress=progress,
+            seed=seed, save_videos=save_videos, device=device, progress=progress,
         )  # fmt: skip
         summary = generate_candidates(settings, out)
     except (ValueError, FileNotFoundError) as err:

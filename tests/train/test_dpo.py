@@ -211,6 +211,8 @@ def test_candidates_resume_and_refuse_other_settings(candidates_dir, tiny_bundle
     assert (again.conditions, again.new) == (2, 0)
     with pytest.raises(ValueError, match="another --out"):
         generate_candidates(dataclasses.replace(settings, candidates=4), candidates_dir)
+    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+        dataclasses.replace(settings, device="tpu")
 
 
 def test_cue_model_candidates_replay_their_timed_cues(tmp_path, candidates_dir):

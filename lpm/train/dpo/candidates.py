@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from lpm.device import resolve_device
 from lpm.train.dpo.data import (
     SPEC_NAME,
     CandidateSpec,
@@ -58,6 +59,8 @@ class CandidateSettings:
     """Candidate k is sampled with seed ``seed + k``."""
     save_videos: bool = False
     """Also write every decoded candidate as ``videos/<case>/<k>.mp4``."""
+    device: str = "cpu"
+    """Where the model generates (``cpu``, ``cuda``, ``cuda:N``)."""
     progress: bool = True
     """Show a progress bar."""
 
@@ -68,6 +71,7 @@ class CandidateSettings:
             raise ValueError(f"start={self.start} and limit={self.limit} must be >= 0")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps={self.steps} must be >= 1")
+        resolve_device(self.device)
 
 
 @dataclass(kw_only=True)
@@ -133,7 +137,7 @@ def generate_candidates(
     _check_spec(out, spec)
     todo = [c for c in cases if not condition_path(out, c.id).with_suffix(".json").is_file()]
     if todo:
-        pipeline = Pipeline.from_pretrained(model)
+        pipeline = Pipeline.from_pretrained(model, device=settings.device)
         if backend is None:
             from lpm.bench.backends import StageBackend
 
