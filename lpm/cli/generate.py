@@ -30,7 +30,7 @@ def _references(specs: list[str]):
     return refs
 
 
-def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device):
+def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device, dtype):
     from lpm.inference import ModelBundle
     from lpm.inference.pipeline import fit_audio
     from lpm.inference.streaming import generate_online
@@ -38,7 +38,7 @@ def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, dev
     from lpm.models.audio import load_audio
 
     first = read_image(image)
-    bundle = ModelBundle.load(bundle_dir, device=device)
+    bundle = ModelBundle.load(bundle_dir, device=device, dtype=dtype)
     sr = bundle.spec.sample_rate
     waves = [load_audio(p, sr, allow_silent=True) if p else None for p in (speak, listen)]
     if seconds is not None:
@@ -88,7 +88,10 @@ def generate(
         None, help="Noise level on a continuing segment's context latents (bundle default)."
     ),
     out: Path = typer.Option(Path("lpm.mp4"), help="Output mp4 (H.264 + AAC)."),
-    device: str = typer.Option("cpu", help="Torch device."),
+    device: str = typer.Option("cpu", help="Torch device: cpu, cuda or cuda:N."),
+    dtype: str = typer.Option(
+        "auto", help="Transformer precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16."
+    ),
     online: bool = typer.Option(False, "--online", help="Stream with the distilled online model."),
 ) -> None:
     """Generate a video offline (Base LPM). With no model named, the shipped lpm-nano is used;
@@ -110,12 +113,12 @@ def generate(
         segments = load_script(script) if script else []
         if online:
             video = _online(bundle_dir, image, speak, listen, segments, _references(ref), seconds,
-                            seed, device)  # fmt: skip
+                            seed, device, dtype)  # fmt: skip
             path = video.save(out)
             typer.echo(f"wrote {path} ({len(video.frames)} frames, online)")
             return
         first, refs = read_image(image), _references(ref)
-        pipe = Pipeline.from_pretrained(bundle_dir, device=device)
+        pipe = Pipeline.from_pretrained(bundle_dir, device=device, dtype=dtype)
         with StepBar("generating", "steps") as bar:
             video = pipe.generate(
                 first,

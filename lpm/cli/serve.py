@@ -62,7 +62,10 @@ def serve(
         help="Address WebRTC ICE host candidates are gathered on; repeat for several, 'all' for "
         "every non-loopback interface. No STUN/TURN server is used.",
     ),
-    device: str = typer.Option("cpu", help="Torch device."),
+    device: str = typer.Option("cpu", help="Torch device: cpu, cuda or cuda:N."),
+    dtype: str = typer.Option(
+        "auto", help="Transformer precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16."
+    ),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ) -> None:
     """Serve real-time, full-duplex character sessions and the browser client at http://HOST:PORT/."""
@@ -84,7 +87,9 @@ def serve(
             max_message_bytes=max_message_bytes,
             webrtc_host_addresses=() if "all" in webrtc_host_address else (*webrtc_host_address,),
         )
-        served = load_served_model(model, random_weights=random_weights, size=size, device=device)
+        served = load_served_model(
+            model, random_weights=random_weights, size=size, device=device, dtype=dtype
+        )
     except (FileNotFoundError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None

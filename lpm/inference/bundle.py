@@ -252,11 +252,23 @@ class ModelBundle:
 
     # ---- loading ----------------------------------------------------------------------------
     @classmethod
-    def load(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> ModelBundle:
-        """Load every component of a bundle directory (fp32 on ``device``)."""
+    def load(
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> ModelBundle:
+        """Load every component of a bundle directory onto ``device``.
+
+        The transformer (and refiner) are stored in ``dtype`` (`transformer_dtype`: by default
+        bf16 on a GPU, float32 on the CPU) and run at that precision; the encoders and decoders
+        stay in float32.
+        """
         from lpm.models.vae import LightDecoder, LightDecoderConfig
 
         device = resolve_device(device)
+        dtype = transformer_dtype(dtype, device)
         root = Path(directory)
         if not (root / "bundle.json").is_file():
             raise FileNotFoundError(
@@ -267,13 +279,13 @@ class ModelBundle:
         def where(name: str) -> Path:
             return (root / spec.paths.get(name, name)).expanduser()
 
-        transformer = load_lpm_checkpoint(where("transformer"), device=device, dtype=torch.float32)
+        transformer = load_lpm_checkpoint(where("transformer"), device=device, dtype=dtype)
         vae, text, audio = _load_encoders(
             spec, where, device, transformer.cfg.fps, transformer.cfg.text_len
         )
         refiner = None
         if (where("refiner") / "config.json").is_file():
-            refiner = load_lpm_checkpoint(where("refiner"), device=device, dtype=torch.float32)
+            refiner = load_lpm_checkpoint(where("refiner"), device=device, dtype=dtype)
         light = None
         if where("light_decoder").is_dir():
             light = load_module(LightDecoder, LightDecoderConfig, where("light_decoder"))
@@ -289,6 +301,22 @@ class ModelBundle:
         if light is not None:
             light.to(device)
         return bundle.eval()
+
+
+TRANSFORMER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def transformer_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """The dtype a ``--dtype`` value names (``auto``/None: bf16 on a GPU, float32 on the CPU)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in TRANSFORMER_DTYPES.values():
+            raise ValueError(f"dtype {dtype} is not one of {list(TRANSFORMER_DTYPES)}")
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in TRANSFORMER_DTYPES:
+        raise ValueError(f"dtype {dtype!r} must be auto or one of {list(TRANSFORMER_DTYPES)}")
+    return TRANSFORMER_DTYPES[dtype]
 
 
 def load_encoders(directory: str | Path, *, device: str | torch.device = "cpu"):

@@ -175,8 +175,14 @@ class Pipeline:
             module.to(self.device)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> Pipeline:
-        return cls(ModelBundle.load(path, device=device), device=device)
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: str | torch.dtype | None = None,
+    ) -> Pipeline:
+        """Load a bundle; ``dtype`` is the transformer's (`ModelBundle.load`)."""
+        return cls(ModelBundle.load(path, device=device, dtype=dtype), device=device)
 
     # ---- inputs -------------------------------------------------------------------------------
     def _audio(self, source, seconds: float | None) -> np.ndarray | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lpm.device import resolve_device
 from lpm.inference import ModelBundle, shipped_bundle_path
-from lpm.inference.bundle import untrained_bundle
+from lpm.inference.bundle import transformer_dtype, untrained_bundle
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,12 @@ class ServedModel:
 
 
 def load_served_model(
-    model: Path | None, *, random_weights: bool = False, size: int = 64, device: str = "cpu"
+    model: Path | None,
+    *,
+    random_weights: bool = False,
+    size: int = 64,
+    device: str = "cpu",
+    dtype: str | None = None,
 ) -> ServedModel:
     """Resolve ``--model`` / ``--random-weights`` into a loaded online bundle.
 
@@ -35,6 +40,7 @@ def load_served_model(
         ValueError: the bundle is not an online (chunk-causal) model.
     """
     device = resolve_device(device)
+    dtype = transformer_dtype(dtype, device)
     if random_weights:
         if model is not None:
             raise ValueError("give either --model DIR or --random-weights, not both")
@@ -42,6 +48,8 @@ def load_served_model(
         bundle = untrained_bundle(SHIPPED_ONLINE, size=size)
         for module in bundle.modules().values():
             module.to(device)
+        for module in (bundle.transformer, bundle.refiner):
+            module.to(dtype)
         return ServedModel(bundle, f"{SHIPPED_ONLINE} (random weights)", True)
     if model is None:
         try:
@@ -51,7 +59,7 @@ def load_served_model(
                 f"{err}. To try the server now, run `lpm serve --random-weights` "
                 "(the lpm-nano-online architecture with random weights)."
             ) from None
-    bundle = ModelBundle.load(model, device=device)
+    bundle = ModelBundle.load(model, device=device, dtype=dtype)
     if bundle.cfg.attention != "chunk_causal":
         raise ValueError(
             f"{model} holds {bundle.cfg.name!r}, an offline model; `lpm serve` needs an online "

@@ -273,3 +273,26 @@ def test_the_decoder_hears_the_speak_audio_only():
     assert np.abs(silent.astype(int) - heard.astype(int)).max() > 0
     with pytest.raises(ValueError, match="speech features"):
         pipe.decode(latents, speech[:, :, :5])
+
+
+def test_a_bf16_transformer_runs_at_its_precision_and_follows_the_fp32_one(tmp_path):
+    """``dtype="bf16"`` (the default on a GPU) stores the transformer in bf16 and runs it under
+    autocast with float32 in and out; checked here on the CPU, which runs bf16 too."""
+    from lpm.inference.bundle import transformer_dtype
+
+    tiny_bundle().save(tmp_path / "b")
+    runs = {}
+    for dtype in ("fp32", "bf16"):
+        pipe = Pipeline.from_pretrained(tmp_path / "b", dtype=dtype)
+        assert {p.dtype for p in pipe.bundle.transformer.parameters()} == {
+            torch.float32 if dtype == "fp32" else torch.bfloat16
+        }
+        assert next(pipe.bundle.vae.parameters()).dtype == torch.float32  # decoders stay fp32
+        runs[dtype] = pipe.generate(face(), speak_audio=tone(1.0), seed=1)
+    a, b = runs["fp32"].latents, runs["bf16"].latents
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert ((a - b).norm() / a.norm()).item() < 0.05
+    assert transformer_dtype("auto", torch.device("cpu")) == torch.float32
+    assert transformer_dtype(None, torch.device("cuda")) == torch.bfloat16
+    with pytest.raises(ValueError, match="must be auto or one of"):
+        transformer_dtype("int8", torch.device("cpu"))

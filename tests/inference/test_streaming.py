@@ -291,3 +291,18 @@ def test_stream_on_a_gpu_follows_the_bundle_and_matches_the_cpu():
     assert s.device.type == "cuda"
     gpu = [c.frames for c in s.chunks(2, pipelined=True, lookahead=1)]
     assert all(np.abs(x.astype(int) - y).max() <= 8 for x, y in zip(cpu, gpu, strict=True))
+
+
+def test_a_bf16_stream_follows_the_fp32_stream():
+    """Backbone and refiner stored in bf16 stream the chunks an fp32 pair streams, within
+    bf16's precision; the KV caches hold bf16 keys and values."""
+    bundle = online_bundle()
+    fp32 = [c.frames for c in session(bundle).chunks(3)]
+    for module in (bundle.transformer, bundle.refiner):
+        module.to(torch.bfloat16)
+    s = session(bundle)
+    bf16 = [c.frames for c in s.chunks(3, pipelined=True, lookahead=1)]
+    diff = np.mean([np.abs(x.astype(int) - y).mean() for x, y in zip(fp32, bf16, strict=True)])
+    assert diff < 4.0, diff
+    keys, values = s.stepper.backbone_cache.context(0)
+    assert keys.dtype == values.dtype == torch.bfloat16

@@ -17,6 +17,7 @@ Forward, in the stages of the paper's figure:
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -62,6 +63,31 @@ class References:
 
     def temporal_positions(self, cfg: ModelConfig) -> torch.Tensor:
         return torch.tensor([cfg.reference_offsets[k] - s for k, s in self.kinds])
+
+
+def _in_weight_precision(method):
+    """Run ``method`` at the precision of the model's stored weights.
+
+    Weights stored in bf16/fp16 (a bundle loaded with ``dtype=torch.bfloat16`` for inference)
+    run under autocast at that precision, and the output comes back in the dtype of the input
+    latents (float32 in, float32 out), so callers need not know. Float32 weights (training,
+    FSDP2's float32 shards, CPU inference) run unchanged.
+    """
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        weight = self.time_proj.weight
+        low = weight.dtype in (torch.bfloat16, torch.float16)
+        if not low or torch.is_autocast_enabled(weight.device.type):
+            return method(self, *args, **kwargs)
+        with torch.autocast(weight.device.type, dtype=weight.dtype):
+            out = method(self, *args, **kwargs)
+        x = args[0] if args else kwargs.get("x")
+        if isinstance(out, torch.Tensor) and isinstance(x, torch.Tensor):
+            return out.to(x.dtype)
+        return out
+
+    return run
 
 
 @dataclass
@@ -218,6 +244,7 @@ class LPMTransformer(nn.Module):
         )
 
     @torch.no_grad()
+    @_in_weight_precision
     def cache_references(self, references: References, cache: StreamingKVCache) -> None:
         """Write the reference tokens' keys and values into ``cache`` (once per stream)."""
         tokens, positions, grid = self._patchify_refs(references)
@@ -282,6 +309,7 @@ class LPMTransformer(nn.Module):
             **conditions,
         )
 
+    @_in_weight_precision
     def forward(
         self,
         x: torch.Tensor,
