@@ -388,3 +388,88 @@ def untrained_bundle(config: str = "lpm-nano-online", *, size: int = 128) -> Mod
         audio_encoder=LogMelFeatures(),
         light_decoder=LightDecoder(),
     ).eval()
+
+
+def untrained_real_bundle(
+    config: str = "lpm-1.3b-online",
+    *,
+    height: int = 480,
+    width: int = 832,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype | None = None,
+    decoder: str = "vae",
+    audio_layers: int = 24,
+    overrides: dict | None = None,
+) -> ModelBundle:
+    """A real-scale bundle architecture with random weights, built on ``device``: speed runs.
+
+    The transformer (and, for an ``-online`` config, a refiner) of ``config`` in ``dtype``
+    (`transformer_dtype`), the Wan2.1 VAE, a wav2vec2 of the transformer's audio width with
+    ``audio_layers`` layers (24: wav2vec2-large) and, for ``decoder="light"``, the light
+    streaming decoder. Both run every chunk, so they are timed at their real size. The text
+    encoder is a one-layer umT5 of the transformer's text width: text is encoded once per prompt,
+    not per chunk, and umT5-XXL's 5.7B parameters would only cost set-up time and memory.
+    ``overrides`` replace fields of the model config (e.g. ``num_layers`` for a CPU check).
+    """
+    from transformers import UMT5Config, UMT5EncoderModel, Wav2Vec2Config, Wav2Vec2Model
+
+    from lpm.config import get_model_config
+    from lpm.models.audio import Wav2Vec2Features
+    from lpm.models.text import UMT5TextEncoder
+    from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
+
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}: use one of {DECODERS}")
+    cfg = get_model_config(config)
+    if overrides:
+        cfg = cfg.replace(**overrides)
+    dev = resolve_device(device)
+    dt = transformer_dtype(dtype, dev)
+    online = cfg.attention == "chunk_causal"
+    spec = BundleSpec(name=f"{cfg.name} (untrained)", height=height, width=width,
+                      text_encoder="umt5", audio_encoder="wav2vec2", decoder=decoder,
+                      online=OnlineSchedule() if online else None)  # fmt: skip
+    heads = max(1, cfg.audio_dim // 64)
+    wav2vec2 = Wav2Vec2Config(
+        hidden_size=cfg.audio_dim, num_hidden_layers=audio_layers, num_attention_heads=heads,
+        intermediate_size=4 * cfg.audio_dim, feat_extract_norm="layer", do_stable_layer_norm=True,
+    )  # fmt: skip
+    umt5 = UMT5Config(
+        vocab_size=len(_PROMPT_WORDS) + 3, d_model=cfg.text_dim, d_kv=64, d_ff=cfg.text_dim,
+        num_layers=1, num_heads=max(1, cfg.text_dim // 64),
+    )  # fmt: skip
+    with torch.device(dev):  # built where it runs: no host copy of a large model
+        transformer = LPMTransformer(cfg).to(dt)
+        refiner = LPMTransformer(cfg).to(dt) if online else None
+        bundle = ModelBundle(
+            spec,
+            transformer=transformer,
+            refiner=refiner,
+            vae=build_wan_vae(WanVAEConfig.wan21()),
+            text_encoder=UMT5TextEncoder(
+                UMT5EncoderModel(umt5), _word_tokenizer(), max_length=cfg.text_len
+            ),
+            audio_encoder=Wav2Vec2Features(Wav2Vec2Model(wav2vec2), fps=cfg.fps),
+            light_decoder=LightDecoder() if decoder == "light" else None,
+        )
+    return bundle.eval()
+
+
+_PROMPT_WORDS = ("a", "the", "person", "character", "speaks", "listens", "nods", "smiles",
+                 "cheerful", "calm", "talks")  # fmt: skip
+
+
+def _word_tokenizer():
+    """A whitespace word tokenizer with umT5's special tokens (for `untrained_real_bundle`)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(_PROMPT_WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )

@@ -89,6 +89,14 @@ class _AudioBuffer:
         return out
 
 
+def _finished(device: torch.device) -> float:
+    """``time.perf_counter()`` once the work queued on ``device`` is done, so a stage's timing
+    on a GPU covers its kernels and not only their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class StreamingSession:
     """A live character stream for one character; see the module docstring."""
 
@@ -292,13 +300,13 @@ class StreamingSession:
         index, timings = self.next_index, {}
         t = time.perf_counter()
         cond = self.conditions(index)
-        timings["conditions"] = time.perf_counter() - t
+        timings["conditions"] = _finished(self.device) - t
         t = time.perf_counter()
         x0 = self.stepper.backbone_step(cond, self.latent_shape, self.device)
-        timings["backbone"] = time.perf_counter() - t
+        timings["backbone"] = _finished(self.device) - t
         t = time.perf_counter()
         x0 = self.stepper.refine_step(cond, x0)
-        timings["refiner"] = time.perf_counter() - t
+        timings["refiner"] = _finished(self.device) - t
         self.next_index += 1
         speech = self.chunk_speech(cond)
         yield from self.decode_parts(index, x0, timings, part_latents or x0.shape[2], speech)
@@ -438,9 +446,9 @@ class _Pipeline:
             index = s.next_index
             t = time.perf_counter()
             cond = s.conditions(index)
-            t1 = time.perf_counter()
+            t1 = _finished(s.device)
             x0 = s.stepper.backbone_step(cond, s.latent_shape, s.device)
-            timings = {"conditions": t1 - t, "backbone": time.perf_counter() - t1}
+            timings = {"conditions": t1 - t, "backbone": _finished(s.device) - t1}
             s.next_index += 1
             n += 1
             if not self._put(self.to_refine, (index, cond, x0, timings)):
@@ -452,7 +460,7 @@ class _Pipeline:
             index, cond, x0, timings = item
             t = time.perf_counter()
             x0 = self.s.stepper.refine_step(cond, x0)
-            timings["refiner"] = time.perf_counter() - t
+            timings["refiner"] = _finished(self.s.device) - t
             speech = self.s.chunk_speech(cond)
             if not self._put(self.to_decode, (index, x0, timings, speech)):
                 return
