@@ -390,6 +390,10 @@ def untrained_bundle(config: str = "lpm-nano-online", *, size: int = 128) -> Mod
     ).eval()
 
 
+_PROMPT_WORDS = ("a", "the", "person", "character", "speaks", "listens", "nods", "smiles",
+                 "cheerful", "calm", "talks")  # fmt: skip
+
+
 def untrained_real_bundle(
     config: str = "lpm-1.3b-online",
     *,
@@ -415,7 +419,7 @@ def untrained_real_bundle(
 
     from lpm.config import get_model_config
     from lpm.models.audio import Wav2Vec2Features
-    from lpm.models.text import UMT5TextEncoder
+    from lpm.models.text import UMT5TextEncoder, word_tokenizer
     from lpm.models.vae import LightDecoder, WanVAEConfig, build_wan_vae
 
     if decoder not in DECODERS:
@@ -434,8 +438,9 @@ def untrained_real_bundle(
         hidden_size=cfg.audio_dim, num_hidden_layers=audio_layers, num_attention_heads=heads,
         intermediate_size=4 * cfg.audio_dim, feat_extract_norm="layer", do_stable_layer_norm=True,
     )  # fmt: skip
+    tokenizer = word_tokenizer(_PROMPT_WORDS)
     umt5 = UMT5Config(
-        vocab_size=len(_PROMPT_WORDS) + 3, d_model=cfg.text_dim, d_kv=64, d_ff=cfg.text_dim,
+        vocab_size=tokenizer.vocab_size, d_model=cfg.text_dim, d_kv=64, d_ff=cfg.text_dim,
         num_layers=1, num_heads=max(1, cfg.text_dim // 64),
     )  # fmt: skip
     with torch.device(dev):  # built where it runs: no host copy of a large model
@@ -447,29 +452,9 @@ def untrained_real_bundle(
             refiner=refiner,
             vae=build_wan_vae(WanVAEConfig.wan21()),
             text_encoder=UMT5TextEncoder(
-                UMT5EncoderModel(umt5), _word_tokenizer(), max_length=cfg.text_len
+                UMT5EncoderModel(umt5), tokenizer, max_length=cfg.text_len
             ),
             audio_encoder=Wav2Vec2Features(Wav2Vec2Model(wav2vec2), fps=cfg.fps),
             light_decoder=LightDecoder() if decoder == "light" else None,
         )
     return bundle.eval()
-
-
-_PROMPT_WORDS = ("a", "the", "person", "character", "speaks", "listens", "nods", "smiles",
-                 "cheerful", "calm", "talks")  # fmt: skip
-
-
-def _word_tokenizer():
-    """A whitespace word tokenizer with umT5's special tokens (for `untrained_real_bundle`)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2} | {w: i + 3 for i, w in enumerate(_PROMPT_WORDS)}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+from transformers import UMT5Config, UMT5EncoderModel
 
 from lpm.models.text import (
     NanoTextEncoder,
@@ -11,6 +10,7 @@ from lpm.models.text import (
     load_minilm,
     load_umt5,
     minilm_available,
+    word_tokenizer,
 )
 
 WORDS = [
@@ -18,19 +18,8 @@ WORDS = [
 ]  # fmt: skip
 
 
-def _tiny_tokenizer() -> PreTrainedTokenizerFast:
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
-    for w in WORDS:
-        vocab[w] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    # umT5 appends </s> to every prompt.
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", 1)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
-    )
+def _tiny_tokenizer():
+    return word_tokenizer(WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -35,15 +35,13 @@ SHRINK = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim":
 
 
 def _umt5(root):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers import UMT5Config, UMT5EncoderModel
 
-    words = ["<pad>", "</s>", "<unk>", "the", "character", "speaks", "listens", "nods", "a"]
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                            unk_token="<unk>").save_pretrained(root)  # fmt: skip
-    cfg = UMT5Config(vocab_size=len(words), d_model=SHRINK["text_dim"], d_kv=8, d_ff=64,
+    from lpm.models.text import word_tokenizer
+
+    tokenizer = word_tokenizer(["the", "character", "speaks", "listens", "nods", "a"])
+    tokenizer.save_pretrained(root)
+    cfg = UMT5Config(vocab_size=tokenizer.vocab_size, d_model=SHRINK["text_dim"], d_kv=8, d_ff=64,
                      num_layers=2, num_heads=4, relative_attention_num_buckets=8)  # fmt: skip
     UMT5EncoderModel(cfg).save_pretrained(root)
 

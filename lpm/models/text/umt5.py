@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["UMT5TextEncoder", "load_umt5"]
+__all__ = ["UMT5TextEncoder", "load_umt5", "word_tokenizer"]
 
 _TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer_config.json")
 
@@ -116,3 +116,23 @@ def load_umt5(
     tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     model = UMT5EncoderModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
     return UMT5TextEncoder(model.eval().to(device), tokenizer, max_length=max_length)
+
+
+def word_tokenizer(words: Sequence[str]):
+    """A whitespace word-level tokenizer with umT5's special tokens (pad 0, ``</s>`` 1, unk 2)
+    and umT5's ``</s>`` after every prompt: for random-weight umT5 models (tests, speed runs),
+    since the real SentencePiece vocabulary ships with the real weights only."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
