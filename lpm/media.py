@@ -10,7 +10,6 @@ import uuid
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -69,6 +68,8 @@ def write_mp4(
 
 
 def _encode(path: Path, frames, fps: int, audio, sample_rate: int, crf: int) -> None:
+    import av  # imported where video is written or read: streaming to a client needs no FFmpeg
+
     _, h, w, _ = frames.shape
     with av.open(str(path), "w", format="mp4") as container:
         video = container.add_stream("libx264", rate=fps)
@@ -102,6 +103,8 @@ def _encode(path: Path, frames, fps: int, audio, sample_rate: int, crf: int) -> 
 
 def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """All frames (T, H, W, 3) uint8 RGB of a video file and its frame rate."""
+    import av
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video {path} does not exist")

@@ -296,3 +296,14 @@ def test_a_bf16_transformer_runs_at_its_precision_and_follows_the_fp32_one(tmp_p
     assert transformer_dtype(None, torch.device("cuda")) == torch.bfloat16
     with pytest.raises(ValueError, match="must be auto or one of"):
         transformer_dtype("int8", torch.device("cpu"))
+
+
+@pytest.mark.gpu
+def test_on_a_gpu_the_default_is_a_bf16_transformer_that_follows_the_cpu(tmp_path):
+    tiny_bundle().save(tmp_path / "b")
+    cpu = Pipeline.from_pretrained(tmp_path / "b").generate(face(), speak_audio=tone(1.0), seed=1)
+    pipe = Pipeline.from_pretrained(tmp_path / "b", device="cuda")
+    assert next(pipe.bundle.transformer.parameters()).dtype == torch.bfloat16
+    gpu = pipe.generate(face(), speak_audio=tone(1.0), seed=1)
+    a, b = cpu.latents, gpu.latents.cpu()
+    assert ((a - b).norm() / a.norm()).item() < 0.05
