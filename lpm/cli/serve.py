@@ -29,7 +29,14 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
 def _setup_logging(level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(
+            f"{level!r}: use one of {', '.join(LOG_LEVELS)}", param_hint="--log-level"
+        )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLogFormatter())
     root = logging.getLogger()

@@ -90,3 +90,12 @@ def test_serve_device_is_checked_before_loading(random_weights):
 
     with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
         load_served_model(None, random_weights=random_weights, device="tpu")
+
+
+def test_serve_cli_names_a_bad_log_level():
+    from typer.testing import CliRunner
+
+    from lpm.cli.main import app
+
+    res = CliRunner().invoke(app, ["serve", "--random-weights", "--log-level", "loud"])
+    assert res.exit_code == 2 and "use one of debug, info, warning, error" in res.output
