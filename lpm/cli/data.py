@@ -89,7 +89,7 @@ def encode(
             model or shipped_bundle_path(), device=dist_info.device
         )
         if prefetch is None:
-            prefetch = 2 if device == "cuda" else 0
+            prefetch = 2 if dist_info.device.type == "cuda" else 0
         cfg = EncodeConfig(data=data, out=out, shard_clips=shard_clips, on_error=on_error,
                            mirror=mirror, prefetch=prefetch)  # fmt: skip
         bars = []  # the bar appears with the first clip, so an input error prints alone
