@@ -13,6 +13,7 @@ import typer
 from lpm.cli import bench, convert, data, model
 from lpm.cli import distill as distill_cli
 from lpm.cli import dpo as dpo_cli
+from lpm.cli.env import env
 from lpm.cli.generate import generate
 from lpm.cli.serve import serve
 from lpm.cli.train import train
@@ -35,6 +36,7 @@ app.command("train")(train)
 app.command("train-vae")(train_vae)
 app.command("generate")(generate)
 app.command("serve")(serve)
+app.command("env")(env)
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:

@@ -1,0 +1,31 @@
+"""`lpm env`: what this machine gives lpm, as a table and as JSON."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from typer.testing import CliRunner
+
+import lpm.cli.env as env_cli
+from lpm.cli.main import app
+
+
+def test_json_names_torch_gpus_packages_tools_and_weights():
+    res = CliRunner().invoke(app, ["env", "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.output)
+    assert info["torch"] == torch.__version__
+    assert len(info["gpus"]) == (torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    assert info["core"]["diffusers"] and info["pyav"]["version"]
+    assert set(info["optional"]) == {dist for dist, *_ in env_cli.OPTIONAL}
+    assert info["shipped_weights"]["lpm-nano"]["mb"] > 1
+
+
+def test_a_missing_package_says_what_needs_it_and_how_to_install_it(monkeypatch):
+    real = env_cli._version
+    monkeypatch.setattr(env_cli, "_version", lambda d: None if d == "ray" else real(d))
+    res = CliRunner().invoke(app, ["env"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.output.splitlines() if " ray " in ln)
+    assert "missing" in line and "lpm data prep --runner ray" in line and "lpm[ray]" in line
