@@ -29,3 +29,12 @@ def test_a_missing_package_says_what_needs_it_and_how_to_install_it(monkeypatch)
     assert res.exit_code == 0, res.output
     line = next(ln for ln in res.output.splitlines() if " ray " in ln)
     assert "missing" in line and "lpm data prep --runner ray" in line and "lpm[ray]" in line
+
+
+def test_lpm_run_from_a_source_tree_names_its_version_and_folder(monkeypatch):
+    import lpm
+
+    real = env_cli._version
+    monkeypatch.setattr(env_cli, "_version", lambda d: None if d == "lpm" else real(d))
+    info = env_cli.collect()
+    assert info["lpm"].startswith(f"{lpm.__version__} (not installed; run from ")

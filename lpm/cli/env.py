@@ -11,6 +11,7 @@ import os
 import platform
 import shutil
 import sys
+from pathlib import Path
 
 import typer
 
@@ -46,6 +47,15 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _lpm_version() -> str:
+    """The installed distribution's version, or the source tree's where lpm is not installed."""
+    import lpm
+
+    installed = _version("lpm")
+    where = Path(lpm.__file__).parent.parent
+    return installed or f"{lpm.__version__} (not installed; run from {where})"
+
+
 def collect() -> dict:
     """Everything `lpm env` reports, as plain data."""
     import torch
@@ -76,7 +86,7 @@ def collect() -> dict:
     except ImportError:
         pyav = None
     return {
-        "lpm": _version("lpm"),
+        "lpm": _lpm_version(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

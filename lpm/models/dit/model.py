@@ -291,13 +291,14 @@ class LPMTransformer(nn.Module):
         """
         sigma = cache.history_sigma
         if sigma > 0:
-            if noise is None:
+            if noise is None:  # drawn where the generator lives (the CPU for a seeded stream)
+                draw_device = generator.device if generator is not None else clean_latents.device
                 noise = torch.randn(
                     clean_latents.shape,
                     generator=generator,
-                    device=clean_latents.device,
+                    device=draw_device,
                     dtype=clean_latents.dtype,
-                )
+                ).to(clean_latents.device)
             clean_latents = (1 - sigma) * clean_latents + sigma * noise
         t = torch.full((clean_latents.shape[0],), 1000.0 * sigma, device=clean_latents.device)
         self(
