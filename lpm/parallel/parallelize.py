@@ -55,11 +55,18 @@ def apply_activation_checkpointing(model: nn.Module) -> int:
     return len(blocks)
 
 
+#: Inductor options for the compiled blocks. Inductor's memory-coalescing analysis for Triton
+#: tiling fails an assertion (torch 2.11, an H200) when a block is recompiled for a new token
+#: count with symbolic shapes, which every training run does (references and context frames
+#: vary the sequence length); it is switched off for these blocks.
+COMPILE_OPTIONS = {"triton.coalesce_tiling_analysis": False}
+
+
 def apply_compile(model: nn.Module) -> int:
     """``torch.compile`` each block in place (``nn.Module.compile``). Returns the block count."""
     blocks = _blocks(model)
     for block in blocks:
-        block.compile()
+        block.compile(options=COMPILE_OPTIONS)
     return len(blocks)
 
 

@@ -416,8 +416,11 @@ def test_fsdp_two_ranks_match_one_process(candidates_dir, tmp_path):
     run_cli(cmd + [a for s in sets for a in ("--set", s)], timeout=240)
     one, two = _curve(tmp_path / "one"), _curve(tmp_path / "two")
     assert [r[0] for r in one] == [r[0] for r in two] and [r[6] for r in one] == [r[6] for r in two]
-    for a, b in zip(one, two, strict=True):  # step, loss, dpo_loss, fm_loss, reward accuracy
-        assert b[1:4] == pytest.approx(a[1:4], rel=1e-5, abs=1e-6) and b[4] == a[4], (a, b)
+    # step, loss, dpo_loss, fm_loss, reward accuracy. The losses drift by float rounding, fed
+    # back through the weight differences below (measured: 1.0e-5 relative on the dpo loss at
+    # step 5 on a 2-core CPU).
+    for a, b in zip(one, two, strict=True):
+        assert b[1:4] == pytest.approx(a[1:4], rel=1e-4, abs=1e-5) and b[4] == a[4], (a, b)
     # Weights: the gradient reduction order (per-rank sums, then reduce-scatter) leaves ~1e-7
     # differences, which AdamW turns into lr-sized ones only where a gradient is itself ~0: the
     # zero-initialised audio path's keys (measured: 4e-4 on blocks.0 audio_k, <= 1e-6 elsewhere).
