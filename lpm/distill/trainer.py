@@ -384,7 +384,7 @@ class DistillTrainer(StepLoop):
         """``critic_updates`` flow-matching steps of the critic on the detached clip; last loss."""
         r, g = self.recipe, self._generator(5)
         self.critic.train()
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=x0.device)
         for _ in range(r.critic_updates):
             draw = draw_noise(x0, g, sigma_range=r.dmd_sigma_range, shift=r.shift)
             with self._autocast():
