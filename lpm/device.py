@@ -11,22 +11,25 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """The torch device a ``--device`` value names, checked against this machine.
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or None (CUDA when available, else CPU).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` / None: the first GPU when
+            this PyTorch can use one, else the CPU.
 
     Raises:
         ValueError: the name is not a device, or it names a GPU this process cannot use; the
             message says why (a CPU-only PyTorch build, no visible GPU, an index out of range).
     """
-    if device is None:
+    if device is None or device == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device: use cpu, cuda or cuda:N") from None
+        raise ValueError(
+            f"device {device!r} is not a device: use auto, cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cpu":
         return torch.device("cpu")
     if dev.type != "cuda":
-        raise ValueError(f"device {device!r} is not supported: use cpu, cuda or cuda:N")
+        raise ValueError(f"device {device!r} is not supported: use auto, cpu, cuda or cuda:N")
     if torch.version.cuda is None:
         raise ValueError(
             f"device {device!r} was asked for, but this PyTorch ({torch.__version__}) is built "

@@ -13,6 +13,25 @@ def test_cpu_and_default():
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
     want = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     assert resolve_device(None) == want
+    assert resolve_device("auto") == want
+
+
+def test_commands_that_run_a_model_default_to_a_gpu_when_there_is_one(monkeypatch):
+    """`--device auto` is every model-running command's default: the first usable GPU."""
+    from typer.testing import CliRunner
+
+    from lpm.cli.main import app
+
+    for argv in (["generate"], ["serve"], ["bench", "run"], ["data", "encode"],
+                 ["dpo", "candidates"], ["dpo", "eval"], ["distill", "trajectories"]):  # fmt: skip
+        res = CliRunner().invoke(app, [*argv, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, (argv, res.output)
+        line = next(ln for ln in res.output.splitlines() if "--device" in ln)
+        assert "auto (a GPU when there is one)" in line and "[default: auto]" in line, line
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize(

@@ -38,3 +38,10 @@ def test_lpm_run_from_a_source_tree_names_its_version_and_folder(monkeypatch):
     monkeypatch.setattr(env_cli, "_version", lambda d: None if d == "lpm" else real(d))
     info = env_cli.collect()
     assert info["lpm"].startswith(f"{lpm.__version__} (not installed; run from ")
+
+
+def test_version_flag_prints_the_version_and_runs_nothing_else():
+    import lpm
+
+    res = CliRunner().invoke(app, ["--version", "generate", "--steps", "0"])
+    assert res.exit_code == 0 and res.output.strip() == f"lpm {lpm.__version__}", res.output

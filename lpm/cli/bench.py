@@ -167,7 +167,11 @@ def run_cmd(
     limit: int = typer.Option(0, "--limit", help="Only the first N cases (0: all)."),
     seed: int = typer.Option(0, "--seed", help="Generation seed."),
     steps: int = typer.Option(None, "--steps", help="Denoising steps (default: the bundle's)."),
-    device: str = typer.Option("cpu", "--device", help="Where the model generates: cpu, cuda."),
+    device: str = typer.Option(
+        "auto",
+        "--device",
+        help="Where the model generates: auto (a GPU when there is one), cpu, cuda.",
+    ),
     truth: bool = typer.Option(True, "--truth/--no-truth", help="Also score the ground truth."),
     backend: str = typer.Option("stage", "--backend", help="Metric backend: stage or real."),
     probes: Path = typer.Option(None, "--probes", help="Probe weights (default: shipped)."),

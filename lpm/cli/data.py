@@ -60,7 +60,9 @@ def encode(
         "swapped in captions, cues, body views and turn labels).",
     ),
     device: str = typer.Option(
-        "cpu", "--device", help="cpu or cuda (under torchrun: one GPU per rank)."
+        "auto",
+        "--device",
+        help="auto (a GPU when there is one), cpu or cuda (under torchrun: one GPU per rank).",
     ),
     prefetch: int | None = typer.Option(
         None,

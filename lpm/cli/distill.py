@@ -95,7 +95,9 @@ def trajectories(
     count: int | None = typer.Option(None, help="Clips to generate (default: the whole dataset)."),
     shard_size: int = typer.Option(64, help="Clips per safetensors shard."),
     overwrite: bool = typer.Option(False, help="Replace a cache made with other settings."),
-    device: str = typer.Option("cpu", help="cpu or cuda (under torchrun: one GPU per rank)."),
+    device: str = typer.Option(
+        "auto", help="auto (a GPU when there is one), cpu or cuda (under torchrun: one per rank)."
+    ),
 ) -> None:
     """Generate the guided teacher's trajectories at {T0, T1, T2, 0}; re-run to resume.
 

@@ -54,7 +54,9 @@ def candidates(
     steps: int | None = typer.Option(None, help="Denoising steps (default: the bundle's)."),
     seed: int = typer.Option(0, help="Candidate k is sampled with seed SEED + k."),
     save_videos: bool = typer.Option(False, help="Also write every candidate as mp4."),
-    device: str = typer.Option("cpu", help="Where the model generates: cpu or cuda."),
+    device: str = typer.Option(
+        "auto", help="Where the model generates: auto (a GPU when there is one), cpu, cuda."
+    ),
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Generate K candidates per condition and score each per dimension with the probes."""
@@ -178,7 +180,7 @@ def evaluate(
     run: Path = typer.Option(..., help="A DPO run directory."),
     candidates: Path = typer.Option(..., help="Candidates to evaluate on (e.g. unseen cases)."),
     draws: int = typer.Option(4, help="Noise draws per pair."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (a GPU when there is one), cpu or cuda."),
 ) -> None:
     """Implicit reward accuracy of a run's policy vs its reference on another set's pairs."""
     import dataclasses

@@ -47,7 +47,7 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _lpm_version() -> str:
+def lpm_version() -> str:
     """The installed distribution's version, or the source tree's where lpm is not installed."""
     import lpm
 
@@ -86,7 +86,7 @@ def collect() -> dict:
     except ImportError:
         pyav = None
     return {
-        "lpm": _lpm_version(),
+        "lpm": lpm_version(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

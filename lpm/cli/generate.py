@@ -88,7 +88,9 @@ def generate(
         None, help="Noise level on a continuing segment's context latents (bundle default)."
     ),
     out: Path = typer.Option(Path("lpm.mp4"), help="Output mp4 (H.264 + AAC)."),
-    device: str = typer.Option("cpu", help="Torch device: cpu, cuda or cuda:N."),
+    device: str = typer.Option(
+        "auto", help="Torch device: auto (a GPU when there is one), cpu, cuda or cuda:N."
+    ),
     dtype: str = typer.Option(
         "auto", help="Transformer precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16."
     ),

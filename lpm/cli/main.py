@@ -26,6 +26,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from lpm.cli.env import lpm_version
+
+        typer.echo(f"lpm {lpm_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print lpm's version and exit.",
+    ),
+) -> None:
+    """LPM 1.0: characters that speak, listen and idle, offline and in real time."""
+
+
 app.add_typer(model.app, name="model")
 app.add_typer(convert.app, name="convert")
 app.add_typer(data.app, name="data")

@@ -69,7 +69,9 @@ def serve(
         help="Address WebRTC ICE host candidates are gathered on; repeat for several, 'all' for "
         "every non-loopback interface. No STUN/TURN server is used.",
     ),
-    device: str = typer.Option("cpu", help="Torch device: cpu, cuda or cuda:N."),
+    device: str = typer.Option(
+        "auto", help="Torch device: auto (a GPU when there is one), cpu, cuda or cuda:N."
+    ),
     dtype: str = typer.Option(
         "auto", help="Transformer precision: auto (bf16 on a GPU, fp32 on the CPU), fp32, bf16."
     ),

@@ -57,14 +57,16 @@ def init_distributed(device: str | None = None, timeout_s: float = 600.0) -> Dis
     """Initialise the process group if launched by torchrun, and pick this rank's device.
 
     Args:
-        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available, else CPU).
+        device: ``"cpu"``, ``"cuda"``, or ``"auto"`` / None (CUDA when available, else CPU).
         timeout_s: collective timeout in seconds.
 
     Returns:
         The rank, world size and device of this process.
     """
-    if device is not None and device not in ("cpu", "cuda"):
-        raise ValueError(f"device {device!r} must be cpu or cuda (one GPU per rank under torchrun)")
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise ValueError(
+            f"device {device!r} must be auto, cpu or cuda (one GPU per rank under torchrun)"
+        )
     dev = resolve_device(device)
     kind = dev.type
     if not launched_by_torchrun():
