@@ -41,6 +41,11 @@ def info(
     table.add_column("quantity")
     table.add_column("value", justify="right")
     table.add_row("parameters", f"{report['params']:,} ({_human(report['params'])})")
+    table.add_row("weights, bf16", _human(float(report["weights_bf16_bytes"]), "B"))
+    table.add_row(
+        "training state (fp32 weights, grads, AdamW, EMA; FSDP2 splits it)",
+        _human(float(report["training_state_bytes"]), "B"),
+    )
     for label in ("480p", "720p"):
         table.add_row(f"tokens / latent frame @{label}", f"{report[f'tokens_per_frame_{label}']:,}")
         table.add_row(f"tokens / 1-s chunk @{label}", f"{report[f'tokens_per_chunk_{label}']:,}")
@@ -56,6 +61,11 @@ def info(
             f"KV cache (sink {cfg.sink_chunks} + window {cfg.window_chunks}, bf16) @{label}",
             _human(float(report[f"kv_cache_bytes_{label}"]), "B"),
         )
+        if f"streaming_bytes_{label}" in report:
+            table.add_row(
+                f"stream: backbone + refiner in bf16 with their caches @{label}",
+                _human(float(report[f"streaming_bytes_{label}"]), "B"),
+            )
     Console().print(table)
     if as_json:
         print(json.dumps(report))

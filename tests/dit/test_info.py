@@ -101,6 +101,21 @@ def test_model_info_cli_json():
     assert 16.9e9 <= report["params"] <= 17.5e9
     assert report["tokens_per_chunk_480p"] == 9360
     assert report["flops_per_chunk_480p"] > 0
+    assert report["weights_bf16_bytes"] == 2 * report["params"]
+    assert report["training_state_bytes"] == 20 * report["params"]
+    assert "streaming_bytes_480p" not in report  # an offline config streams nothing
+
+
+def test_an_online_pair_does_not_fit_one_h200_at_17b_and_does_at_1_3b():
+    """Backbone + refiner in bf16 with their sink + window caches (docs/streaming.md)."""
+    from lpm.models.dit.info import kv_cache_bytes, model_report
+
+    for name, fits in (("lpm-17b-online", False), ("lpm-1.3b-online", True)):
+        cfg = get_model_config(name)
+        report = model_report(cfg)
+        pair = report["streaming_bytes_480p"]
+        assert pair == 2 * (report["weights_bf16_bytes"] + kv_cache_bytes(cfg, 480, 832))
+        assert (pair < 141e9) == fits, (name, pair)
     bad = subprocess.run(
         [sys.executable, "-m", "lpm.cli.main", "model", "info", "--config", "lpm-9b"],
         capture_output=True,

@@ -386,3 +386,22 @@ def test_trainable_freezes_the_rest_and_the_ema_checkpoint_stays_complete(tmp_pa
                 progress=False)  # fmt: skip
     with pytest.raises(ValueError, match="not a regular expression"):
         tiny("trainable=(")
+
+
+def test_training_state_is_twenty_bytes_a_parameter_as_lpm_model_info_counts(tmp_path):
+    """`lpm model info`'s training state (weights, gradients, AdamW, EMA) is what a trainer
+    holds after a step: the tensors counted here, not a guess."""
+    from lpm.models.dit.info import TRAINING_BYTES_PER_PARAM
+
+    recipe = tiny("checkpoint_every=0")
+    trainer = Trainer(recipe, tmp_path / "run", dist_info=SINGLE, progress=False)
+    trainer.step = recipe.stages[0].steps  # the listen stage: every path has a gradient
+    trainer.train_step()
+    params = list(trainer.model.parameters())
+    n = sum(p.numel() for p in params)
+    held = sum(p.numel() * p.element_size() for p in params)
+    held += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
+    for state in trainer.optimizer.state.values():
+        held += sum(t.numel() * t.element_size() for t in state.values() if t.ndim > 0)
+    held += sum(t.numel() * t.element_size() for t in trainer.ema.shadow)
+    assert held == TRAINING_BYTES_PER_PARAM * n

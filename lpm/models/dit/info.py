@@ -14,6 +14,10 @@ import torch
 
 from lpm.config import RESOLUTIONS, ModelConfig
 
+#: Bytes a trained parameter holds on its GPU (summed over ranks under FSDP2): fp32 weights (4),
+#: fp32 gradients (4), AdamW's two fp32 moments (8) and the fp32 EMA (4). Activations come on top.
+TRAINING_BYTES_PER_PARAM = 20
+
 #: Forward passes per online chunk: backbone steps at T0 and T1, the backbone's history write
 #: (re-noised), the refiner's step at T2 and the refiner's history write (clean).
 ONLINE_FORWARDS_PER_CHUNK = 5
@@ -119,6 +123,9 @@ def model_report(cfg: ModelConfig) -> dict[str, float | int | str]:
         "sink_chunks": cfg.sink_chunks,
         "window_chunks": cfg.window_chunks,
     }
+    params = int(report["params"])
+    report["weights_bf16_bytes"] = 2 * params
+    report["training_state_bytes"] = TRAINING_BYTES_PER_PARAM * params
     for label, (h, w) in RESOLUTIONS.items():
         shape = online_chunk_shape(cfg, h, w)
         flops = forward_flops(cfg, shape)
@@ -127,4 +134,6 @@ def model_report(cfg: ModelConfig) -> dict[str, float | int | str]:
         report[f"flops_per_chunk_{label}"] = flops
         report[f"flops_per_online_chunk_{label}"] = flops * ONLINE_FORWARDS_PER_CHUNK
         report[f"kv_cache_bytes_{label}"] = kv_cache_bytes(cfg, h, w)
+        if cfg.attention == "chunk_causal":  # a backbone + refiner pair, each with its cache
+            report[f"streaming_bytes_{label}"] = 2 * (2 * params + kv_cache_bytes(cfg, h, w))
     return report
