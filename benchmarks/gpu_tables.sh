@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU table in docs/training.md ("Measured speed") and docs/streaming.md ("The real scales
-# (GPU)"), on this machine's first CUDA GPU, in about 8 minutes on one H200:
+# (GPU)"), on this machine's first CUDA GPU, and its GPU-marked tests; the tables take about 8
+# minutes on one H200:
 #
 #   bash benchmarks/gpu_tables.sh [OUT_DIR]     # default: gpu-tables/
 #
@@ -50,4 +51,8 @@ run stream-1.3b-light 120 python benchmarks/streaming_speed.py --config lpm-1.3b
   --device cuda --chunks 8 --decoder light
 run stream-nano-shipped 90 python benchmarks/streaming_speed.py \
   --model lpm/weights/lpm-nano-online --device cuda --chunks 8
+# The GPU-marked tests (a stream, generation, training, distillation and DPO on CUDA); modules
+# whose optional packages are missing here are reported and the rest run.
+run gpu-tests 600 python -m pytest -q -m gpu --continue-on-collection-errors -p no:cacheprovider \
+  tests
 echo "tables in $out/ (summary: $summary)"

@@ -78,7 +78,7 @@ def test_run_config_errors(tmp_path, bundle_dir):
         RunConfig(suite="stage-mini", out=tmp_path)
     with pytest.raises(ValueError, match="steps must be >= 1"):
         RunConfig(suite="stage-mini", out=tmp_path, model=bundle_dir, steps=0)
-    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
         RunConfig(suite="stage-mini", out=tmp_path, model=bundle_dir, device="tpu")
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="is a file"):

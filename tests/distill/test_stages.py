@@ -29,9 +29,9 @@ def _metrics(run) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def _distill(out, stage: int, *sets: str):
+def _distill(out, stage: int, *sets: str, device: str = "cpu"):
     args = ["distill", "--recipe", "test-tiny", "--stage", str(stage), "--out", str(out),
-            "--no-progress"]  # fmt: skip
+            "--no-progress", "--device", device]  # fmt: skip
     for item in sets:
         args += ["--set", item]
     result = CliRunner().invoke(app, args)
@@ -63,6 +63,23 @@ def test_four_stages_chain_end_to_end(tmp_path, trajectories):
     bad = CliRunner().invoke(app, ["distill", "--recipe", "test-tiny", "--stage", "1",
                                    "--out", str(tmp_path / "x")])  # fmt: skip
     assert bad.exit_code != 0 and "lpm distill" in bad.output and "trajectories" in bad.output
+
+
+@pytest.mark.gpu
+def test_four_stages_chain_on_a_gpu(tmp_path, trajectories):
+    """The chain on CUDA: ODE regression, the off- and on-policy DMD stages with their critic,
+    and the refiner's rollout through the streaming chunk step (history noise drawn on the CPU
+    generator and moved to the GPU)."""
+    traj = f"trajectories={trajectories}"
+    runs = {s: tmp_path / f"stage{s}" for s in (1, 2, 3, 4)}
+    sets = {1: [traj], 2: [traj, f"init={runs[1]}"], 3: [f"init={runs[2]}"],
+            4: [f"backbone={runs[3]}"]}  # fmt: skip
+    for stage, extra in sets.items():
+        recs = _distill(runs[stage], stage, *extra, device="cuda")
+        assert [r["step"] for r in recs] == [1, 2, 3, 4]
+        assert all(math.isfinite(r["loss"]) and math.isfinite(r["grad_norm"]) for r in recs)
+        run = json.loads((runs[stage] / "run.json").read_text())
+        assert run["device"].startswith("cuda"), run["device"]
 
 
 def test_stage1_learns_the_teachers_two_step_map(tmp_path):

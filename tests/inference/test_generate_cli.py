@@ -84,7 +84,7 @@ def test_generate_rejects_bad_settings_before_any_work(tmp_path):
         (["--model", "offline", "--steps", "0"], "steps must be >= 1"),
         (["--model", "offline", "--seconds", "-1"], "seconds must be > 0"),
         (["--model", "online", "--online", "--seconds", "-1"], "seconds must be > 0"),
-        (["--model", "offline", "--device", "tpu"], "use cpu, cuda or cuda:N"),
+        (["--model", "offline", "--device", "tpu"], "use auto, cpu, cuda or cuda:N"),
         (["--model", "offline", "--out", "somedir"], "is a directory"),
         (["--model", "offline", "--out", "x.txt"], "name it NAME.mp4"),
         (["--model", "offline", "--out", "afile/x.mp4"], "is a file, not a directory"),

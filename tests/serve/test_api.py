@@ -88,7 +88,7 @@ def test_bearer_token_and_session_key(tiny_model):
 def test_serve_device_is_checked_before_loading(random_weights):
     from lpm.serve.loading import load_served_model
 
-    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
         load_served_model(None, random_weights=random_weights, device="tpu")
 
 

@@ -388,6 +388,25 @@ def test_trainable_freezes_the_rest_and_the_ema_checkpoint_stays_complete(tmp_pa
         tiny("trainable=(")
 
 
+@pytest.mark.gpu
+def test_a_run_on_a_gpu_trains_in_bf16_checkpoints_and_resumes(tmp_path):
+    """`lpm train` on CUDA: bf16 autocast, fp32 weights in the checkpoint, an exact resume."""
+    gpu = DistInfo(device=torch.device("cuda", 0))
+    recipe = tiny("steps=4", "checkpoint_every=2")
+    full = Trainer(recipe, tmp_path / "full", dist_info=gpu, progress=False)
+    assert full.bf16
+    result = full.fit()
+    assert result.steps == 4 and math.isfinite(result.final_loss)
+    half = Trainer(tiny("steps=2", "checkpoint_every=2"), tmp_path / "half", dist_info=gpu,
+                   progress=False)  # fmt: skip
+    half.fit()
+    resumed = Trainer(recipe, tmp_path / "half", dist_info=gpu, progress=False, resume=True)
+    resumed.fit()
+    losses = lambda run: [json.loads(x)["loss"] for x in (run / "metrics.jsonl").open()]  # noqa: E731
+    assert losses(tmp_path / "half") == pytest.approx(losses(tmp_path / "full"), rel=1e-3)
+    assert all(p.dtype == torch.float32 for p in resumed.model.parameters())
+
+
 def test_training_state_is_twenty_bytes_a_parameter_as_lpm_model_info_counts(tmp_path):
     """`lpm model info`'s training state (weights, gradients, AdamW, EMA) is what a trainer
     holds after a step: the tensors counted here, not a guess."""

@@ -211,7 +211,7 @@ def test_candidates_resume_and_refuse_other_settings(candidates_dir, tiny_bundle
     assert (again.conditions, again.new) == (2, 0)
     with pytest.raises(ValueError, match="another --out"):
         generate_candidates(dataclasses.replace(settings, candidates=4), candidates_dir)
-    with pytest.raises(ValueError, match="use cpu, cuda or cuda:N"):
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
         dataclasses.replace(settings, device="tpu")
 
 
@@ -298,6 +298,21 @@ def _curve(run_dir: Path) -> list[tuple]:
     keys = ("step", "loss", "dpo_loss", "fm_loss", "reward_accuracy", "grad_norm", "lr")
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [tuple(json.loads(line)[k] for k in keys) for line in lines]
+
+
+@pytest.mark.gpu
+def test_dpo_trains_on_a_gpu_and_follows_the_cpu(candidates_dir, tmp_path):
+    """The policy, its frozen reference and the pair inputs on CUDA (bf16 autocast): finite
+    losses near the CPU run's on the first step, where both start from the same weights."""
+    recipe = _recipe(candidates_dir, steps=2)
+    cpu = DPOTrainer(recipe, tmp_path / "cpu", dist_info=CPU, progress=False)
+    cpu.fit()
+    gpu_info = DistInfo(device=torch.device("cuda", 0))
+    gpu = DPOTrainer(recipe, tmp_path / "gpu", dist_info=gpu_info, progress=False)
+    gpu.fit()
+    a, b = _curve(tmp_path / "cpu"), _curve(tmp_path / "gpu")
+    assert [r[0] for r in b] == [1, 2] and all(math.isfinite(x) for r in b for x in r[1:4])
+    assert b[0][1] == pytest.approx(a[0][1], rel=0.05), (a[0], b[0])
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(candidates_dir, tmp_path):
