@@ -243,6 +243,22 @@ def test_encode_cli(stage_data, tmp_path):
     assert (tmp_path / "afile").read_text() == "keep"
 
 
+@pytest.mark.gpu
+def test_encoding_on_a_gpu_matches_the_cpu(stage_data, tmp_path):
+    """`lpm data encode --device cuda` (clips read ahead on a thread) writes the CPU's cache
+    within the GPU's convolution precision."""
+    caches = {}
+    for device in ("cpu", "cuda"):
+        caches[device] = tmp_path / device
+        result = CliRunner().invoke(app, [
+            "data", "encode", "--data", str(stage_data / "data"), "--out", str(caches[device]),
+            "--model", str(stage_data / "bundle"), "--no-progress", "--device", device,
+        ])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    ours, theirs = _cache_contents(caches["cuda"]), _cache_contents(caches["cpu"])
+    _assert_same_cache(ours, theirs, rtol=1e-2, atol=1e-2)
+
+
 def _cache_contents(cache_dir) -> list[tuple[dict, dict[str, torch.Tensor]]]:
     """(index entry without its shard name, tensors) of every clip, in index order."""
     from safetensors.torch import load_file
@@ -256,12 +272,12 @@ def _cache_contents(cache_dir) -> list[tuple[dict, dict[str, torch.Tensor]]]:
     return out
 
 
-def _assert_same_cache(ours, theirs) -> None:
+def _assert_same_cache(ours, theirs, rtol: float = 0.0, atol: float = 1e-6) -> None:
     assert [e for e, _ in ours] == [e for e, _ in theirs]
     for (entry, a), (_, b) in zip(ours, theirs, strict=True):
         assert a.keys() == b.keys(), entry["clip"]
         for name in a:
-            torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+            torch.testing.assert_close(a[name], b[name], rtol=rtol, atol=atol, msg=name)
 
 
 def test_ranks_share_out_the_clips_and_a_killed_rank_is_merged_on_resume(stage_data, tmp_path):
