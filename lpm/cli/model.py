@@ -27,16 +27,25 @@ def info(
     config: str = typer.Option(
         "lpm-nano", help=f"Model config: {', '.join(sorted(MODEL_CONFIGS))}."
     ),
+    resolution: list[str] = typer.Option(
+        None,
+        "--resolution",
+        help="HEIGHTxWIDTH in pixels, 480p or 720p (repeatable; default 480p and 720p).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="End with one JSON object on stdout."),
 ) -> None:
     """Parameters (meta-device build), tokens and FLOPs per 1-s chunk, KV-cache bytes."""
-    from lpm.models.dit.info import model_report
+    from lpm.models.dit.info import model_report, parse_resolution
 
     try:
         cfg = get_model_config(config)
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--config") from None
-    report = model_report(cfg)
+    try:
+        sizes = dict(parse_resolution(r) for r in resolution) if resolution else None
+        report = model_report(cfg, sizes)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--resolution") from None
     table = Table(title=f"{cfg.name}: {cfg.num_layers} layers, dim {cfg.dim}, {cfg.attention}")
     table.add_column("quantity")
     table.add_column("value", justify="right")
@@ -46,7 +55,7 @@ def info(
         "training state (fp32 weights, grads, AdamW, EMA; FSDP2 splits it)",
         _human(float(report["training_state_bytes"]), "B"),
     )
-    for label in ("480p", "720p"):
+    for label in sizes or ("480p", "720p"):
         table.add_row(f"tokens / latent frame @{label}", f"{report[f'tokens_per_frame_{label}']:,}")
         table.add_row(f"tokens / 1-s chunk @{label}", f"{report[f'tokens_per_chunk_{label}']:,}")
         table.add_row(

@@ -122,3 +122,34 @@ def test_an_online_pair_does_not_fit_one_h200_at_17b_and_does_at_1_3b():
         text=True,
     )
     assert bad.returncode != 0 and "unknown model config" in bad.stderr
+
+
+def test_model_info_at_any_resolution_the_vae_and_patching_tile():
+    from typer.testing import CliRunner
+
+    from lpm.cli.main import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "model",
+            "info",
+            "--config",
+            "lpm-1.3b-online",
+            "--resolution",
+            "320x576",
+            "--resolution",
+            "480p",
+            "--json",
+        ],  # fmt: skip
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    assert report["tokens_per_chunk_320x576"] == 6 * (320 // 16) * (576 // 16)
+    assert report["tokens_per_chunk_480p"] == 9360 and "tokens_per_chunk_720p" not in report
+    assert report["flops_per_online_chunk_320x576"] < report["flops_per_online_chunk_480p"] / 3
+    for bad, says in (("100x100", "multiple of 16x16"), ("big", "HEIGHTxWIDTH")):
+        res = CliRunner().invoke(
+            app, ["model", "info", "--resolution", bad], env={"COLUMNS": "200"}
+        )
+        assert res.exit_code == 2 and says in res.output, res.output

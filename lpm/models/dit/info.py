@@ -109,8 +109,25 @@ def kv_cache_bytes(
     return cfg.num_layers * 2 * tokens * cfg.dim * bytes_per
 
 
-def model_report(cfg: ModelConfig) -> dict[str, float | int | str]:
-    """Everything `lpm model info` prints, as a flat dict."""
+def parse_resolution(text: str) -> tuple[str, tuple[int, int]]:
+    """``"HxW"`` pixels, or a named resolution (``480p``, ``720p``) -> (label, (H, W))."""
+    if text in RESOLUTIONS:
+        return text, RESOLUTIONS[text]
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(
+            f"resolution {text!r} is not HEIGHTxWIDTH in pixels (e.g. 320x576) or one of "
+            f"{', '.join(RESOLUTIONS)}"
+        )
+    h, w = int(parts[0]), int(parts[1])
+    return f"{h}x{w}", (h, w)
+
+
+def model_report(
+    cfg: ModelConfig, resolutions: dict[str, tuple[int, int]] | None = None
+) -> dict[str, float | int | str]:
+    """Everything `lpm model info` prints, as a flat dict, at ``resolutions`` (label -> (H, W);
+    default 480p and 720p). Raises ``ValueError`` for a size the VAE and patching do not tile."""
     report: dict[str, float | int | str] = {
         "config": cfg.name,
         "params": count_parameters(cfg),
@@ -126,7 +143,8 @@ def model_report(cfg: ModelConfig) -> dict[str, float | int | str]:
     params = int(report["params"])
     report["weights_bf16_bytes"] = 2 * params
     report["training_state_bytes"] = TRAINING_BYTES_PER_PARAM * params
-    for label, (h, w) in RESOLUTIONS.items():
+    for label, (h, w) in (resolutions or RESOLUTIONS).items():
+        cfg.latent_grid(h, w)  # a size the VAE stride and patch do not tile: say so
         shape = online_chunk_shape(cfg, h, w)
         flops = forward_flops(cfg, shape)
         report[f"tokens_per_frame_{label}"] = shape.tokens_per_frame
