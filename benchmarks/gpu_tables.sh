@@ -49,6 +49,9 @@ run stream-1.3b-vae 150 python benchmarks/streaming_speed.py --config lpm-1.3b-o
   --device cuda --chunks 8
 run stream-1.3b-light 120 python benchmarks/streaming_speed.py --config lpm-1.3b-online \
   --device cuda --chunks 8 --decoder light
+# The projection in docs/streaming.md: real time at a lower resolution.
+run stream-1.3b-320x576 120 python benchmarks/streaming_speed.py --config lpm-1.3b-online \
+  --device cuda --chunks 8 --height 320 --width 576 --decoder light
 run stream-nano-shipped 90 python benchmarks/streaming_speed.py \
   --model lpm/weights/lpm-nano-online --device cuda --chunks 8
 # The GPU-marked tests (a stream, generation, training, distillation and DPO on CUDA); modules
