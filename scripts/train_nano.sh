@@ -32,7 +32,7 @@ train nano-ord-audio --set "init=$runs/nano" "${ordered[@]}" --set "trainable=au
 train nano-ord --set "init=$runs/nano-ord-audio" "${ordered[@]}" --set lr=1e-4 \
   --set stages.speak.steps=500 --set stages.listen.steps=300 --set stages.identity.steps=400 \
   --set stages.long.steps=400
-# A mouth-weighted VAE (docs/training.md; encoder trained too, so the latents change), the
+# A mouth-weighted VAE (docs/nano.md; encoder trained too, so the latents change), the
 # cache re-encoded with it, and the DiT fine-tuned on those latents (1,500 steps).
 [ -f "$runs/nano-vae-mouth/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-mouth" \
   --set "init=$runs/nano-vae/vae" --set decoder_blocks=1 --set temporal_weight=1.0 \
@@ -46,7 +46,7 @@ train nano-mouth --set "init=$runs/nano-ord" "${ordered[@]}" \
   --set "data_path=$runs/nano-cache-mouth" --set lr=1.5e-4 --set stages.speak.steps=500 \
   --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
 # 700 more VAE steps at mouth weight 40 (clip lip-sync ceiling 0.40 -> 0.51), the cache
-# re-encoded once more and the DiT fine-tuned on those latents (docs/training.md).
+# re-encoded once more and the DiT fine-tuned on those latents (docs/nano.md).
 [ -f "$runs/nano-vae-m40/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-m40" \
   --set "init=$runs/nano-vae-mouth/vae" --set decoder_blocks=1 --set temporal_weight=1.0 \
   --set motion_weight=3.0 --set mouth_weight=40 --set lr=2e-4 --set lr_schedule=cosine \
@@ -58,7 +58,7 @@ lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-m40" \
 train nano-m40 --set "init=$runs/nano-mouth" "${ordered[@]}" \
   --set "data_path=$runs/nano-cache-m40" --set lr=1.5e-4 --set stages.speak.steps=500 \
   --set stages.listen.steps=300 --set stages.identity.steps=350 --set stages.long.steps=350
-# The decoder that hears the speech (docs/training.md): seven decoder runs on the frozen encoder of
+# The decoder that hears the speech (docs/nano.md): seven decoder runs on the frozen encoder of
 # nano-vae-m40, so the latents, the DiT and the online students stay as they are (~3 h 10 min).
 speech=(--set freeze_encoder=true --set decoder_blocks=1 --set temporal_weight=1.0
   --set motion_weight=3.0 --set speech=true --set lr_schedule=cosine)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Teach lpm-nano's DiT to follow timed cues (docs/training.md, "Cues in the package form"),
+# Teach lpm-nano's DiT to follow timed cues (docs/nano.md, "Cues in the package form"),
 # continuing the runs of scripts/train_nano.sh: 14,400 steps in eight runs from its nano-m40 DiT
 # on the nano-m40 cache, then 3,200 on that cache with every clip also mirrored left to right
 # (~3.5 h on 2 CPU cores), three more decoder runs (45 min beside other jobs, then 14,000 steps
@@ -39,7 +39,7 @@ cue_run nano-cue6 nano-cue5 200 600 400 400
 cue_run nano-cue7 nano-cue6 200 600 400 400
 cue_run nano-cue8 nano-cue7 200 600 400 400 balance_actions=true  # rare actions drawn more often
 # Every clip a second time, mirrored (frames, references, left/right words and turn labels
-# swapped; docs/training.md, "Mirrored clips"): left turns as common as right ones. Waves are
+# swapped; docs/nano.md, "Mirrored clips"): left turns as common as right ones. Waves are
 # not mirrored: the hand then blurred on both sides.
 lpm data encode --data "$runs/stage64" --out "$runs/nano-cache-m40-mirror" \
   --model "$runs/nano-encoders-m40" --mirror
@@ -47,16 +47,16 @@ mirrored=("data_path=$runs/nano-cache-m40-mirror" balance_actions=true mirror_sk
 cue_run nano-cue9 nano-cue8 200 600 400 400 "${mirrored[@]}"
 cue_run nano-cue10 nano-cue9 200 600 400 400 "${mirrored[@]}"
 # Cue guidance 4 on the cued frames and at noise levels >= 0.7 follows the most actions with
-# the listening mouth shut (docs/training.md, "Cue guidance where the cue is").
+# the listening mouth shut (docs/nano.md, "Cue guidance where the cue is").
 # 500 more decoder steps in the Stage world where every character's lip lead is one frame
-# (docs/training.md, "One lip lead for every character"; the clips render on the fly).
+# (docs/nano.md, "One lip lead for every character"; the clips render on the fly).
 [ -f "$runs/nano-vae-sp8/vae/config.json" ] || lpm train-vae --out "$runs/nano-vae-sp8" \
   --set "init=$runs/nano-vae-sp7/vae" --set freeze_encoder=true --set decoder_blocks=1 \
   --set temporal_weight=1.0 --set motion_weight=3.0 --set speech=true --set lr_schedule=cosine \
   --set frames=13 --set vae_steps=500 --set lr=3e-4 --set mouth_weight=60 --set mouth_labels=5 \
   --set speech_stages=3 --set latent_noise=0.2 --set latent_blur=0.5 --set latent_shift=0.3 \
   --set mouth_swap=1.0 --set seed=41
-# Then 6,000 and 8,000 more steps of the same recipe (docs/training.md, "Decoder runs on a GPU"):
+# Then 6,000 and 8,000 more steps of the same recipe (docs/nano.md, "Decoder runs on a GPU"):
 # on a GPU with 15 processes rendering the clips (4 and 7.5 min on one H200); on CPU alone the
 # two runs take about 20 hours.
 if python -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

@@ -16,7 +16,7 @@ base="${2:-lpm/weights/lpm-nano}"
 bundle="${3:-$runs/lpm-nano-online}"
 cache="${4:-$runs/nano-cache-m40}"
 # the teacher guides its timed cues at TEACHER_CUE_SCALE (default 4, as the shipped students
-# were distilled; Base itself samples at 5 since docs/training.md "Cue guidance 5") on the cued
+# were distilled; Base itself samples at 5 since docs/nano.md "Cue guidance 5") on the cued
 # frames, at every noise level (students of a teacher limited to sigma >= 0.7, as Base samples,
 # follow fewer cues: docs/distill.md); a base bundle without cue guidance is distilled without
 sampling() { python -c 'import json, sys

@@ -242,7 +242,7 @@ def stage_heldout(*, duration_scale: float = 1.0, size: int = 64, seed: int = 11
     """24 held-out Stage cases of 4 s that measure a model against its ground truth.
 
     8 speaking, 8 listening and 8 diverse-motion cases (text-triggered actions and expressions);
-    the `lpm-nano` quality table (docs/training.md) is computed on this suite.
+    the `lpm-nano` quality table (docs/nano.md) is computed on this suite.
     """
     if duration_scale <= 0:
         raise ValueError(f"duration_scale must be positive, got {duration_scale}")

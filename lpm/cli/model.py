@@ -96,7 +96,7 @@ def pack(
     segment_latents: int = typer.Option(12, help="Latent frames per offline segment."),
     steps: int = typer.Option(20, help="Default denoising steps."),
     text_scale: float = typer.Option(
-        2.0, help="Default text guidance scale (4 over-drives lpm-nano: docs/training.md)."
+        2.0, help="Default text guidance scale (4 over-drives lpm-nano: docs/nano.md)."
     ),
     audio_scale: float = typer.Option(4.0, help="Default audio guidance scale."),
     cue_scale: float = typer.Option(
