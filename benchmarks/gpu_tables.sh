@@ -13,6 +13,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 out="${1:-gpu-tables}"
+if [ -e "$out" ] && [ ! -d "$out" ]; then
+  echo "benchmarks/gpu_tables.sh: $out is a file; name a folder for the tables" >&2
+  exit 2
+fi
 if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null
 then
   echo "benchmarks/gpu_tables.sh needs a CUDA GPU that this PyTorch can use; 'lpm env' says" \

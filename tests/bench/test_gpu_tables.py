@@ -53,3 +53,11 @@ def test_without_a_gpu_it_says_so_and_writes_nothing(tmp_path):
     )
     assert res.returncode == 2 and "needs a CUDA GPU" in res.stderr
     assert not (tmp_path / "tables").exists()
+
+
+def test_an_output_path_that_is_a_file_is_refused_and_kept(tmp_path):
+    target = tmp_path / "tables"
+    target.write_text("keep")
+    res = subprocess.run(["bash", str(SCRIPT), str(target)], capture_output=True, text=True)
+    assert res.returncode == 2 and "is a file" in res.stderr
+    assert target.read_text() == "keep"
