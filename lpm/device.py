@@ -11,14 +11,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """The torch device a ``--device`` value names, checked against this machine.
 
     Args:
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` / None: the first GPU when
-            this PyTorch can use one, else the CPU.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, or ``"auto"`` / None: the device the
+            environment variable ``LPM_DEVICE`` names if set, else the first GPU when this
+            PyTorch can use one, else the CPU.
 
     Raises:
         ValueError: the name is not a device, or it names a GPU this process cannot use; the
             message says why (a CPU-only PyTorch build, no visible GPU, an index out of range).
     """
     if device is None or device == "auto":
+        chosen = os.environ.get("LPM_DEVICE", "auto")
+        if chosen != "auto":
+            try:
+                return resolve_device(chosen)
+            except ValueError as err:
+                raise ValueError(f"LPM_DEVICE={chosen!r}: {err}") from None
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
     try:
         dev = torch.device(device)

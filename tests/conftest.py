@@ -6,6 +6,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Commands default to a GPU where there is one (`--device auto`); the tests compare against CPU
+# results, so they run on the CPU unless a test names a GPU (the `gpu`-marked ones).
+os.environ.setdefault("LPM_DEVICE", "cpu")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -11,9 +11,19 @@ from lpm.device import resolve_device
 def test_cpu_and_default():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(None) == resolve_device("auto") == torch.device("cpu")  # conftest
+
+
+def test_auto_is_the_gpu_where_there_is_one_unless_lpm_device_says_otherwise(monkeypatch):
+    monkeypatch.delenv("LPM_DEVICE", raising=False)
     want = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
-    assert resolve_device(None) == want
-    assert resolve_device("auto") == want
+    assert resolve_device(None) == resolve_device("auto") == want
+    monkeypatch.setenv("LPM_DEVICE", "cpu")
+    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("cpu") == torch.device("cpu")  # an explicit device wins
+    monkeypatch.setenv("LPM_DEVICE", "tpu")
+    with pytest.raises(ValueError, match="LPM_DEVICE='tpu': device 'tpu' is not a device"):
+        resolve_device(None)
 
 
 def test_commands_that_run_a_model_default_to_a_gpu_when_there_is_one(monkeypatch):
@@ -28,6 +38,7 @@ def test_commands_that_run_a_model_default_to_a_gpu_when_there_is_one(monkeypatc
         assert res.exit_code == 0, (argv, res.output)
         line = next(ln for ln in res.output.splitlines() if "--device" in ln)
         assert "auto (a GPU when there is one)" in line and "[default: auto]" in line, line
+    monkeypatch.delenv("LPM_DEVICE", raising=False)
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
