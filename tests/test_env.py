@@ -45,3 +45,13 @@ def test_version_flag_prints_the_version_and_runs_nothing_else():
 
     res = CliRunner().invoke(app, ["--version", "generate", "--steps", "0"])
     assert res.exit_code == 0 and res.output.strip() == f"lpm {lpm.__version__}", res.output
+
+
+def test_it_says_what_device_auto_picks_and_why(monkeypatch):
+    monkeypatch.setenv("LPM_DEVICE", "cpu")
+    assert env_cli.collect()["default_device"] == "cpu (LPM_DEVICE=cpu)"
+    monkeypatch.setenv("LPM_DEVICE", "tpu")
+    assert env_cli.collect()["default_device"].startswith("none: LPM_DEVICE='tpu'")
+    monkeypatch.delenv("LPM_DEVICE")
+    want = "cuda:0" if torch.cuda.is_available() else "cpu"
+    assert env_cli.collect()["default_device"] == want

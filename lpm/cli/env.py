@@ -56,6 +56,18 @@ def lpm_version() -> str:
     return installed or f"{lpm.__version__} (not installed; run from {where})"
 
 
+def _default_device() -> str:
+    """What ``--device auto`` picks here, and why."""
+    from lpm.device import resolve_device
+
+    chosen = os.environ.get("LPM_DEVICE")
+    try:
+        device = str(resolve_device("auto"))
+    except ValueError as err:
+        return f"none: {err}"
+    return f"{device} (LPM_DEVICE={chosen})" if chosen else device
+
+
 def collect() -> dict:
     """Everything `lpm env` reports, as plain data."""
     import torch
@@ -94,6 +106,7 @@ def collect() -> dict:
         "torch_cuda": torch.version.cuda,
         "torch_threads": torch.get_num_threads(),
         "gpus": gpus,
+        "default_device": _default_device(),
         "pyav": pyav,
         "core": {
             d: _version(d)
@@ -138,6 +151,7 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON objec
     gpus = [f"cuda:{g['index']} {g['name']}, {g['memory_gb']} GB" + (", bf16" if g["bf16"] else "")
             for g in info["gpus"]]  # fmt: skip
     add_row("GPUs", "\n".join(gpus) or "none visible: --device cpu only")
+    add_row("--device auto", info["default_device"])
     pyav = info["pyav"]
     add_row("PyAV", f"{pyav['version']} (libavcodec {pyav['libavcodec']})" if pyav
                   else "missing: no video can be read or written")  # fmt: skip
