@@ -30,6 +30,15 @@ def _references(specs: list[str]):
     return refs
 
 
+def _where(bundle) -> str:
+    """``cuda:0, bf16``: where a loaded bundle's transformer runs, and in what precision."""
+    import torch
+
+    weight = next(bundle.transformer.parameters())
+    names = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+    return f"{weight.device}, {names.get(weight.dtype, str(weight.dtype))}"
+
+
 def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, device, dtype):
     from lpm.inference import ModelBundle
     from lpm.inference.pipeline import fit_audio
@@ -39,6 +48,7 @@ def _online(bundle_dir, image, speak, listen, segments, refs, seconds, seed, dev
 
     first = read_image(image)
     bundle = ModelBundle.load(bundle_dir, device=device, dtype=dtype)
+    typer.echo(f"running on {_where(bundle)}")
     sr = bundle.spec.sample_rate
     waves = [load_audio(p, sr, allow_silent=True) if p else None for p in (speak, listen)]
     if seconds is not None:
@@ -121,6 +131,7 @@ def generate(
             return
         first, refs = read_image(image), _references(ref)
         pipe = Pipeline.from_pretrained(bundle_dir, device=device, dtype=dtype)
+        typer.echo(f"running on {_where(pipe.bundle)}")
         with StepBar("generating", "steps") as bar:
             video = pipe.generate(
                 first,

@@ -107,8 +107,10 @@ def serve(
         log.warning("binding %s without --token: anyone who can reach it can start sessions", host)
     if remote and config.webrtc_host_addresses == ("127.0.0.1",):
         log.warning("WebRTC gathers on 127.0.0.1 only: set --webrtc-host-address for remote peers")
+    weight = next(served.bundle.transformer.parameters())
     log.info(
         "serving",
-        extra={"model": served.name, "url": f"http://{host}:{port}/", "pid": os.getpid()},
-    )
+        extra={"model": served.name, "url": f"http://{host}:{port}/", "pid": os.getpid(),
+               "device": str(weight.device), "dtype": str(weight.dtype).removeprefix("torch.")},
+    )  # fmt: skip
     serve_forever(served, config)

@@ -33,12 +33,15 @@ def test_generate_offline_and_online(tmp_path):
                               str(image), "--speak", str(speak), "--script", str(script),
                               "--out", str(tmp_path / "a.mp4")])  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "running on cpu, fp32" in res.output  # --device auto: the CPU here (LPM_DEVICE)
     frames, fps = read_video(tmp_path / "a.mp4")
     assert fps == 24 and frames.shape[0] == 32  # 1.4 s -> 8 latents -> 32 frames
     res = runner.invoke(app, ["generate", "--online", "--model", str(tmp_path / "online"),
                               "--image", str(image), "--speak", str(speak), "--script",
-                              str(script), "--out", str(tmp_path / "b.mp4")])  # fmt: skip
+                              str(script), "--out", str(tmp_path / "b.mp4"),
+                              "--dtype", "bf16"])  # fmt: skip
     assert res.exit_code == 0, res.output
+    assert "running on cpu, bf16" in res.output
     frames, _ = read_video(tmp_path / "b.mp4")
     assert frames.shape[0] == round(1.4 * 24)
 
