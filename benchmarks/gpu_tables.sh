@@ -58,6 +58,8 @@ run stream-1.3b-320x576 120 python benchmarks/streaming_speed.py --config lpm-1.
   --device cuda --chunks 8 --height 320 --width 576 --decoder light
 run stream-nano-shipped 90 python benchmarks/streaming_speed.py \
   --model lpm/weights/lpm-nano-online --device cuda --chunks 8
+run plot-streaming 60 python benchmarks/plot_streaming.py "$out"/stream-*.txt \
+  --out "$out/streaming.png"
 # The GPU-marked tests (a stream, generation, training, distillation and DPO on CUDA); modules
 # whose optional packages are missing here are reported and the rest run.
 run gpu-tests 600 python -m pytest -q -m gpu --continue-on-collection-errors -p no:cacheprovider \

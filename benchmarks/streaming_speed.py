@@ -164,6 +164,8 @@ def main() -> None:
         bundle = build(args, size)
         rows += [run(bundle, args.chunks, p, args.cue) for p in modes]
         del bundle
+    for row in rows:  # which weights: a bundle directory's or random ones
+        row["weights"] = args.model or "random"
     device = torch.device(args.device)
     if device.type == "cuda":
         print(f"device={torch.cuda.get_device_name(device)}")

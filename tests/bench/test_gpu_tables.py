@@ -35,6 +35,7 @@ def test_every_option_it_passes_is_one_its_benchmark_takes():
     assert {path for path, _ in runs} == {
         "benchmarks/train_speed.py",
         "benchmarks/streaming_speed.py",
+        "benchmarks/plot_streaming.py",
     }
     helps = {}
     for path, options in runs:
