@@ -146,8 +146,9 @@ class VaeRecipe:
     """``constant`` after a 100-step warm-up, or ``cosine`` (decay to 0 over ``vae_steps``)."""
     stats_clips: int = 16
     """Clips used to measure the latent statistics."""
-    device: str = "cpu"
-    """Where a ``nano`` VAE trains (``cpu``, ``cuda``, ``cuda:1``); the clips render on the CPU."""
+    device: str = "auto"
+    """Where a ``nano`` VAE trains: ``auto`` (the first GPU where there is one, else the CPU;
+    ``LPM_DEVICE`` overrides), ``cpu``, ``cuda``, ``cuda:1``. The clips render on the CPU."""
     workers: int = 0
     """Processes that render a ``nano`` VAE's training clips ahead of the steps (0: the
     training process renders each step's clips itself). A clip is a function of (seed, step),
@@ -194,9 +195,12 @@ class VaeRecipe:
         if self.workers < 0:
             raise ValueError(f"workers={self.workers} must be >= 0")
         try:
-            torch.device(self.device)
+            if self.device != "auto":
+                torch.device(self.device)
         except RuntimeError:
-            raise ValueError(f"device={self.device!r} is not a torch device (cpu, cuda)") from None
+            raise ValueError(
+                f"device={self.device!r} is not a torch device (auto, cpu, cuda)"
+            ) from None
         if self.freeze_encoder and not self.init:
             raise ValueError("freeze_encoder needs init=DIR: a random encoder would stay random")
         if self.init and self.kind != "nano":
