@@ -20,7 +20,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
             message says why (a CPU-only PyTorch build, no visible GPU, an index out of range).
     """
     if device is None or device == "auto":
-        chosen = os.environ.get("LPM_DEVICE", "auto")
+        chosen = os.environ.get("LPM_DEVICE") or "auto"  # unset or empty: auto
         if chosen != "auto":
             try:
                 return resolve_device(chosen)

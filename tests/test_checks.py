@@ -21,6 +21,8 @@ def test_auto_is_the_gpu_where_there_is_one_unless_lpm_device_says_otherwise(mon
     monkeypatch.setenv("LPM_DEVICE", "cpu")
     assert resolve_device("auto") == torch.device("cpu")
     assert resolve_device("cpu") == torch.device("cpu")  # an explicit device wins
+    monkeypatch.setenv("LPM_DEVICE", "")
+    assert resolve_device("auto") == want  # empty: as if unset
     monkeypatch.setenv("LPM_DEVICE", "tpu")
     with pytest.raises(ValueError, match="LPM_DEVICE='tpu': device 'tpu' is not a device"):
         resolve_device(None)
